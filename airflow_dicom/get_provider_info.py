@@ -1,0 +1,81 @@
+"""Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_dicom import __version__
+
+_TIMEOUT = {"type": ["number", "null"], "minimum": 0}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider's metadata: hooks, operators, sensors, triggers and the ``dicom`` connection."""
+    integration = "DICOM"
+    return {
+        "package-name": "airflow-dicom",
+        "name": "DICOM",
+        "description": "DICOM networking for Airflow: C-ECHO, C-FIND to Parquet, C-MOVE/C-GET, C-STORE, "
+        "a storescp receiver and a deferrable arrival sensor.",
+        "versions": [__version__],
+        "integrations": [{"integration-name": integration, "tags": ["protocol"]}],
+        "hooks": [{"integration-name": integration, "python-modules": ["airflow_dicom.hooks.dicom"]}],
+        "operators": [{"integration-name": integration, "python-modules": ["airflow_dicom.operators.echo"]}],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_dicom.hooks.dicom.DicomHook",
+                "hook-name": "DICOM node",
+                "connection-type": "dicom",
+                "conn-fields": {
+                    "called_ae_title": {
+                        "label": "Called AE title",
+                        "schema": {"type": ["string", "null"], "maxLength": 16},
+                        "description": "The node's AE title (1-16 characters); always sent.",
+                    },
+                    "calling_ae_title": {
+                        "label": "Calling AE title",
+                        "schema": {"type": ["string", "null"], "maxLength": 16, "default": "AIRFLOW"},
+                        "description": "Our AE title, as registered on the node.",
+                    },
+                    "acse_timeout": {
+                        "label": "ACSE timeout (s)",
+                        "schema": {**_TIMEOUT, "default": 30},
+                        "description": "Seconds to wait for association set-up and release.",
+                    },
+                    "dimse_timeout": {
+                        "label": "DIMSE timeout (s)",
+                        "schema": {**_TIMEOUT, "default": 60},
+                        "description": "Seconds to wait for a DIMSE response.",
+                    },
+                    "network_timeout": {
+                        "label": "Network timeout (s)",
+                        "schema": {**_TIMEOUT, "default": 60},
+                        "description": "Seconds of network silence before the association is aborted.",
+                    },
+                    "max_pdu": {
+                        "label": "Maximum PDU size (bytes)",
+                        "schema": {"type": ["integer", "null"], "default": 262144},
+                        "description": "Largest PDU we accept; 0 means unlimited.",
+                    },
+                    "tls": {
+                        "label": "Use TLS",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                    },
+                    "tls_ca_file": {
+                        "label": "TLS CA bundle path",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "password"],
+                    "relabeling": {"host": "Host (PACS address)"},
+                    "placeholders": {
+                        "host": "pacs.hospital.example",
+                        "port": "104 or 11112",
+                        "called_ae_title": "PACS",
+                        "calling_ae_title": "AIRFLOW",
+                    },
+                },
+            }
+        ],
+    }

@@ -1,0 +1,69 @@
+"""DicomHook: an Airflow Connection of type ``dicom`` turned into a :class:`DicomNode`.
+
+The hook owns every DICOM call an operator makes (the sftp provider's shape); the calls themselves live
+in :mod:`airflow_dicom.dimse`, which has no Airflow import.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from airflow_dicom.dimse.echo import EchoResult, echo
+from airflow_dicom.dimse.errors import DicomError
+from airflow_dicom.dimse.node import DicomNode
+from airflow_dicom.hooks.connection import node_from_connection
+
+
+class DicomHook(BaseHook):
+    """Interact with a remote DICOM node (PACS, modality, archive).
+
+    :param dicom_conn_id: id of a connection of type ``dicom``: host, port and the extra fields
+        ``called_ae_title`` (required), ``calling_ae_title``, ``acse_timeout``, ``dimse_timeout``,
+        ``network_timeout``, ``max_pdu``, ``tls``, ``tls_ca_file``.
+    :param node_overrides: node settings that take precedence over the connection's, e.g.
+        ``calling_ae_title="RESEARCH"`` for one task.
+    """
+
+    conn_name_attr = "dicom_conn_id"
+    default_conn_name = "dicom_default"
+    conn_type = "dicom"
+    hook_name = "DICOM node"
+
+    def __init__(self, dicom_conn_id: str = default_conn_name, **node_overrides: Any) -> None:
+        super().__init__()
+        self.dicom_conn_id = dicom_conn_id
+        self.node_overrides = node_overrides
+
+    @cached_property
+    def node(self) -> DicomNode:
+        """The :class:`DicomNode` described by the connection (validated)."""
+        conn = self.get_connection(self.dicom_conn_id)
+        node = node_from_connection(self.dicom_conn_id, conn.host, conn.port, conn.extra_dejson)
+        return node.with_changes(**self.node_overrides) if self.node_overrides else node
+
+    def get_conn(self) -> DicomNode:
+        """Return the :class:`DicomNode` (DICOM has no persistent client object)."""
+        return self.node
+
+    def echo(self) -> EchoResult:
+        """Send a C-ECHO to the node.
+
+        :raises DicomError: unreachable, rejected, aborted or a failure status.
+        """
+        return echo(self.node)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Run a real C-ECHO; used by the UI's Test button and ``airflow connections test``."""
+        try:
+            result = self.echo()
+        except DicomError as exc:
+            return False, str(exc)
+        except Exception as exc:  # the UI must show any reason, never a traceback
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, (
+            f"C-ECHO to {result.node.describe()} succeeded: round trip {result.round_trip * 1e3:.1f} ms "
+            f"(association included {result.total * 1e3:.1f} ms)"
+        )
