@@ -29,6 +29,7 @@ __all__ = [
     "echoscu",
     "findscu",
     "findscu_datasets",
+    "getscu",
     "movescu",
     "storescu",
     "storescu_config",
@@ -452,4 +453,32 @@ def movescu(
         host,
         str(port),
     ]
+    return _run(args, timeout)
+
+
+def getscu(
+    host: str,
+    port: int,
+    called_aet: str,
+    keys: Mapping[str, str] | Sequence[str],
+    output_dir: str | os.PathLike[str],
+    level: str = "STUDY",
+    calling_aet: str = "GETSCU",
+    extra_args: Sequence[str] = (),
+    *,
+    model: str = "-S",
+    prefer: str = "+xr",
+    timeout: float = 120.0,
+) -> subprocess.CompletedProcess[str]:
+    """C-GET with dcmtk getscu into ``output_dir`` (study root by default).
+
+    ``prefer`` picks the storage transfer syntax getscu offers first for the C-STOREs coming
+    back on the same association (``+xr``: RLE Lossless, then uncompressed); the PACS
+    transcodes anything else.
+    """
+    args = [dcmtk_tool("getscu"), "-v", "-aet", calling_aet, "-aec", called_aet, "-to", "10", model]
+    if prefer:
+        args.append(prefer)
+    args += ["-od", str(output_dir), "-k", f"QueryRetrieveLevel={level}", *_key_args(keys), *extra_args]
+    args += [host, str(port)]
     return _run(args, timeout)

@@ -17,7 +17,7 @@ from pydicom import config
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from .synth import CT_IMAGE_STORAGE, make_instance
+from .instance import CT_IMAGE_STORAGE, make_instance
 
 __all__ = ["HOSTILE_VALUES", "hostile_bytes", "make_hostile", "validation_off", "write_hostile"]
 
@@ -78,11 +78,19 @@ def make_hostile(
 
 
 def hostile_bytes(ds: Dataset) -> bytes:
-    """Encode ``ds`` as a DICOM file (preamble + meta) without any validation."""
-    buf = io.BytesIO()
+    """Encode ``ds`` as a DICOM file (preamble + meta) without value validation.
+
+    The meta group gets its group length unless pydicom refuses the meta (empty SOP Instance
+    UID): then it is written as is, without (0002,0000), which dcmtk warns about but reads.
+    """
     with validation_off():
         ds.preamble = b"\x00" * 128
-        ds.save_as(buf, enforce_file_format=False)
+        try:  # standard meta (with group length) whenever pydicom accepts the meta at all
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+        except (AttributeError, ValueError):  # e.g. an empty MediaStorageSOPInstanceUID
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=False)
     return buf.getvalue()
 
 

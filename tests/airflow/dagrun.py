@@ -1,0 +1,70 @@
+"""Run the test DAGs with ``dag.test()`` and read what their tasks produced."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+
+def get_dag(dag_id: str) -> Any:
+    """Load ``dag_id`` from the DAG folder (fails with the import errors if it cannot be loaded).
+
+    :param dag_id: the DAG's id.
+    """
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.get_dag(dag_id)
+    assert dag is not None, f"DAG {dag_id!r} not found in {os.environ['AIRFLOW__CORE__DAGS_FOLDER']}"
+    return dag
+
+
+def run_dag(
+    dag_id: str, *, logical_date: datetime | None = None, run_conf: dict[str, Any] | None = None
+) -> Any:
+    """``dag.test()`` one run of ``dag_id``; returns the DagRun (also when it failed).
+
+    :param dag_id: the DAG's id.
+    :param logical_date: the run's logical date (defaults to now).
+    :param run_conf: the run's conf (Params).
+    """
+    dag = get_dag(dag_id)
+    kwargs: dict[str, Any] = {}
+    if logical_date is not None:
+        kwargs["logical_date"] = logical_date
+    if run_conf is not None:
+        kwargs["run_conf"] = run_conf
+    return dag.test(**kwargs)
+
+
+def task_states(dagrun: Any) -> dict[str, str]:
+    """``{task_id: state}`` for every task instance of ``dagrun`` (mapped ones as ``task_id[i]``)."""
+    states = {}
+    for ti in dagrun.get_task_instances():
+        key = ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+        states[key] = str(ti.state)
+    return states
+
+
+def xcom(dagrun: Any, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+    """The XCom ``key`` pushed by ``task_id`` in ``dagrun`` (deserialised), or ``None``.
+
+    :param dagrun: a DagRun returned by :func:`run_dag`.
+    :param task_id: the task.
+    :param key: the XCom key.
+    :param map_index: for mapped tasks, which instance.
+    """
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(
+                dag_id=dagrun.dag_id, run_id=dagrun.run_id, task_id=task_id, key=key, map_index=map_index
+            )
+            .one_or_none()
+        )
+        return None if row is None else XComModel.deserialize_value(row)

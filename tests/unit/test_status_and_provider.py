@@ -1,0 +1,34 @@
+"""Status meanings, provider metadata and the pynetdicom adjustments' preconditions."""
+
+from __future__ import annotations
+
+from airflow_dicom.dimse.status import Status, category, describe_status
+from airflow_dicom.dimse.tuning import check_pynetdicom
+from airflow_dicom.get_provider_info import get_provider_info
+
+
+def test_status_descriptions_are_named() -> None:
+    assert describe_status("C-MOVE", 0xA702) == (
+        "status 0xA702 Failure: Refused: Out of resources, unable to perform sub-operations"
+    )
+    assert category(Status.CANCEL) == "Cancel"
+    assert category(Status.SUB_OPERATIONS_WARNING) == "Warning"
+    assert category(Status.UNREADABLE_DATASET) == "Failure"
+    assert "unknown" in describe_status("C-FIND", 0x1234)
+
+
+def test_pynetdicom_internals_we_adjust_are_unchanged() -> None:
+    # Fails loudly when an upgrade of pynetdicom changes what dimse/tuning.py overrides.
+    assert check_pynetdicom() == []
+
+
+def test_provider_info_declares_the_dicom_connection() -> None:
+    info = get_provider_info()
+    (conn,) = info["connection-types"]
+    assert conn["connection-type"] == "dicom"
+    assert conn["hook-class-name"] == "airflow_dicom.hooks.dicom.DicomHook"
+    assert {"called_ae_title", "calling_ae_title", "acse_timeout", "dimse_timeout", "network_timeout"} <= set(
+        conn["conn-fields"]
+    )
+    assert "max_pdu" in conn["conn-fields"]
+    assert set(conn["ui-field-behaviour"]["hidden-fields"]) == {"schema", "login", "password"}
