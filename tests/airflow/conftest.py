@@ -9,12 +9,11 @@ run-specific values (ports, paths) through ``AIRFLOW_CONN_*`` / ``DICOM_TEST_*``
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from dagrun import airflow_cli
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-dicom-test-home-"))
@@ -30,26 +29,6 @@ os.environ.update(
         "AIRFLOW__TRIGGERER__DEFAULT_CAPACITY": "100",
     }
 )
-
-
-def airflow_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    """Run the ``airflow`` command of this venv with the test environment (plus ``env``).
-
-    :param args: the command's arguments, e.g. ``"providers", "list"``.
-    :param env: extra environment variables.
-    :param timeout: seconds before the command is killed.
-    """
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    return subprocess.run(
-        [airflow, *args],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 
@@ -68,3 +71,23 @@ def xcom(dagrun: Any, task_id: str, key: str = "return_value", map_index: int = 
             .one_or_none()
         )
         return None if row is None else XComModel.deserialize_value(row)
+
+
+def airflow_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run the ``airflow`` command of this venv with the test environment (plus ``env``).
+
+    :param args: the command's arguments, e.g. ``"providers", "list"``.
+    :param env: extra environment variables.
+    :param timeout: seconds before the command is killed.
+    """
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    return subprocess.run(
+        [airflow, *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

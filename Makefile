@@ -1,0 +1,51 @@
+# airflow-dicom: `make demo` runs the example pipeline on an embedded PACS; `make test` runs every test
+# against real Orthanc and dcmtk peers. Both do their own set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export TCP_NODELAY := 1
+
+.PHONY: test demo bench venv sysdeps lint clean ui
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+## Orthanc and dcmtk are the real peers of the integration tests and benchmarks.
+sysdeps:
+	@missing=""; \
+	command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
+	[ -x /usr/bin/storescp ] || missing="$$missing dcmtk"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else \
+	    echo "The tests need the Debian packages:$$missing. Install them as root:"; \
+	    echo "  sudo apt-get update && sudo apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: venv sysdeps
+	$(BIN)/ruff check airflow_dicom tests benchmarks dags
+	$(BIN)/python -m pytest tests
+
+lint: venv
+	$(BIN)/ruff check airflow_dicom tests benchmarks dags
+	$(BIN)/ruff format --check airflow_dicom tests benchmarks dags
+
+bench: venv sysdeps
+	$(BIN)/python -m benchmarks.run $(if $(ONLY),--only $(ONLY))
+
+clean:
+	rm -rf $(VENV) .pytest_cache .demo
