@@ -122,6 +122,9 @@ def open_association(
             )
         if getattr(assoc.dul.socket, "connect_error", None) is not None:
             raise NodeUnreachableError(node, _unreachable_reason(assoc, node))
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            # pynetdicom aborts (A-ABORT) an accepted association in which every context was refused
+            raise NoAcceptedContextError(node, purpose)
         raise AssociationAbortedError(node, f"association negotiation for {purpose}")
     log.debug(
         "association with %s established in %.3f s for %s",

@@ -518,12 +518,7 @@ class _Sender:
                 pending.clear()
             except NoAcceptedContextError:
                 for info in pending:
-                    self._failed(
-                        info,
-                        f"{self.node.describe()} refused every presentation context proposed for "
-                        f"SOP class {info.sop_class_uid} / transfer syntax {info.transfer_syntax}",
-                        attempts=attempts.get(info.path, 0),
-                    )
+                    self._failed(info, self._refused(info), attempts=attempts.get(info.path, 0))
                 pending.clear()
             except NodeUnreachableError as exc:
                 with self.lock:
@@ -531,6 +526,13 @@ class _Sender:
                 for info in pending:
                     self._failed(info, f"no association: {exc}", attempts=attempts.get(info.path, 0))
                 pending.clear()
+
+    def _refused(self, info: DicomFileInfo) -> str:
+        hint = "" if self.transcode else " (transcoding to an uncompressed syntax is off)"
+        return (
+            f"{self.node.describe()} refused the presentation context for SOP class "
+            f"{info.sop_class_uid} in transfer syntax {info.transfer_syntax}{hint}"
+        )
 
     def _route(
         self,
@@ -562,13 +564,7 @@ class _Sender:
             route = self._route(assoc, exact, fallback, info)
             if route is None:
                 pending.popleft()
-                self._failed(
-                    info,
-                    f"{self.node.describe()} refused the presentation context for SOP class "
-                    f"{info.sop_class_uid} in transfer syntax {info.transfer_syntax}"
-                    + ("" if self.transcode else " (transcoding to an uncompressed syntax is off)"),
-                    attempts=attempts.get(info.path, 0),
-                )
+                self._failed(info, self._refused(info), attempts=attempts.get(info.path, 0))
                 continue
             context_id, target = route
             try:
