@@ -157,6 +157,7 @@ def check_pynetdicom() -> list[str]:
     source = inspect.getsource(_transport.AssociationSocket.connect)
     if "self._is_connected = True" not in source:
         problems.append("AssociationSocket.connect no longer sets _is_connected")
+    problems.extend(check_low_latency_requestor())  # the requestor-side send adjustments (defined below)
     return problems
 
 
