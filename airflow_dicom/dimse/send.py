@@ -463,7 +463,7 @@ class _Sender:
         with self.lock:
             self.results[result.path] = result
         if result.outcome == FAILED:
-            log.info("not stored: %s (%s): %s", result.path, result.sop_instance_uid, result.reason)
+            log.debug("not stored: %s (%s): %s", result.path, result.sop_instance_uid, result.reason)
         if self.progress is not None:
             self.progress(result)
 
