@@ -6,8 +6,9 @@ in :mod:`airflow_dicom.dimse`, which has no Airflow import.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
@@ -15,6 +16,11 @@ from airflow_dicom.dimse.echo import EchoResult, echo
 from airflow_dicom.dimse.errors import DicomError
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.hooks.connection import node_from_connection
+
+if TYPE_CHECKING:
+    import os
+
+    from airflow_dicom.dimse.send import FileResult, SendReport
 
 
 class DicomHook(BaseHook):
@@ -54,6 +60,41 @@ class DicomHook(BaseHook):
         :raises DicomError: unreachable, rejected, aborted or a failure status.
         """
         return echo(self.node)
+
+    def send(
+        self,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        *,
+        parallel: int = 2,
+        transcode: bool = False,
+        retries: int = 1,
+        response_timeout: float | None = None,
+        progress: Callable[[FileResult], None] | None = None,
+    ) -> SendReport:
+        """Send DICOM files, directories and globs to the node (C-STORE).
+
+        Delegates to :func:`airflow_dicom.dimse.send.send`.
+
+        :param paths: files, directories (recursive) and glob patterns.
+        :param parallel: associations at once.
+        :param transcode: send compressed files uncompressed when the node refuses their syntax.
+        :param retries: re-sends of a file whose response was lost.
+        :param response_timeout: seconds per C-STORE response (default: the DIMSE timeout).
+        :param progress: called with each file's result.
+        :return: the per-file account; per-file failures do not raise.
+        :raises DicomError: bad paths, or no association could be opened at all.
+        """
+        from airflow_dicom.dimse.send import send
+
+        return send(
+            self.node,
+            paths,
+            parallel=parallel,
+            transcode=transcode,
+            retries=retries,
+            response_timeout=response_timeout,
+            progress=progress,
+        )
 
     def test_connection(self) -> tuple[bool, str]:
         """Run a real C-ECHO; used by the UI's Test button and ``airflow connections test``."""
