@@ -166,6 +166,30 @@ SERIES_KEYS = frozenset(
 )
 _LEVEL_RANK = {level: rank for rank, level in enumerate(LEVELS)}
 
+#: Return keys used when none are given (PatientName and friends are asked for explicitly only).
+DEFAULT_RETURN_KEYS: dict[str, tuple[str, ...]] = {
+    "PATIENT": ("PatientName", "PatientBirthDate", "PatientSex"),
+    "STUDY": (
+        "PatientID",
+        "PatientName",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+    ),
+    "SERIES": (
+        "PatientID",
+        "Modality",
+        "SeriesNumber",
+        "SeriesDescription",
+        "NumberOfSeriesRelatedInstances",
+    ),
+    "IMAGE": ("PatientID", "Modality", "SOPClassUID", "InstanceNumber"),
+}
+
 #: Value representations that cannot be requested or matched (no sensible C-FIND use or landing).
 _UNSUPPORTED_VRS = frozenset({"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"})
 
@@ -926,6 +950,7 @@ def find_all(
 
 
 __all__ = [
+    "DEFAULT_RETURN_KEYS",
     "LEVELS",
     "UNIQUE_KEY",
     "DateRange",
