@@ -648,8 +648,7 @@ class _Session:
                     raise DimseFailureError(
                         self.node, "C-FIND", code, f"{level} query for {where}: a match could not be decoded"
                     )
-                found.decode()
-                rows.append(found)
+                rows.append(found)  # values are decoded (with its charset) when accessed
                 continue
             final = code
         self.stats.matches += len(rows)
