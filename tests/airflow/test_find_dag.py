@@ -125,3 +125,20 @@ def test_more_studies_at_one_time_than_the_limit_fails_the_task(
     assert dag_run.state == "failed"
     assert dag_run.get_task_instance("find_studies").state == "failed"
     assert not any((tmp_path / "crowded").rglob("*.parquet"))  # nothing partial landed
+
+
+def test_object_storage_path_target(airflow_db: Path, loaded_orthanc, tmp_path: Path) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_dicom.dimse.node import DicomNode
+    from airflow_dicom.dimse.query import build_query
+    from airflow_dicom.landing import find_and_land, read_find_dataset
+
+    pacs, corpus = loaded_orthanc
+    target = ObjectStoragePath(f"file://{tmp_path}/lake/studies")
+    query = build_query("STUDY", date_from="2024-01-01", date_to="2024-06-30")
+    landing = find_and_land(DicomNode("127.0.0.1", pacs.dicom_port, pacs.aet), query, target)
+    expected = {s.study_uid for s in corpus.studies_between(date(2024, 1, 1), date(2024, 6, 30))}
+    assert landing.rows == len(expected)
+    assert set(read_find_dataset(target)["StudyInstanceUID"]) == expected
+    assert set(pd.read_parquet(tmp_path / "lake" / "studies")["StudyInstanceUID"]) == expected
