@@ -280,7 +280,8 @@ def make_corpus(
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(namespace.encode()).digest()[:8], "little"))
 
     def uid(*parts: object) -> str:
-        return str(generate_uid(entropy_srcs=[namespace, *map(str, parts)]))
+        # joined with a separator: generate_uid concatenates its sources, so (1, 11) and (11, 1) collided
+        return str(generate_uid(entropy_srcs=[namespace, "/" + "/".join(map(str, parts))]))
 
     patients: list[PatientTruth] = []
     studies: list[StudyTruth] = []
