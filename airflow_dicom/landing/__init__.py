@@ -1,0 +1,1 @@
+"""Landing of DICOM results as Parquet datasets (find results, retrieval reports)."""
