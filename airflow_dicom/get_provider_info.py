@@ -20,7 +20,12 @@ def get_provider_info() -> dict[str, Any]:
         "versions": [__version__],
         "integrations": [{"integration-name": integration, "tags": ["protocol"]}],
         "hooks": [{"integration-name": integration, "python-modules": ["airflow_dicom.hooks.dicom"]}],
-        "operators": [{"integration-name": integration, "python-modules": ["airflow_dicom.operators.echo"]}],
+        "operators": [
+            {
+                "integration-name": integration,
+                "python-modules": ["airflow_dicom.operators.echo", "airflow_dicom.operators.retrieve"],
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_dicom.hooks.dicom.DicomHook",

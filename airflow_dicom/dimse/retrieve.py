@@ -287,6 +287,7 @@ class Attempt:
     :param node: the PACS.
     :param destination: where the instances were sent.
     :param transient: the failure is worth retrying.
+    :param retrying: another attempt follows this one.
     :param failed_sop_uids: the PACS's Failed SOP Instance UID List, if it sent one.
     """
 
@@ -307,6 +308,7 @@ class Attempt:
     node: str = ""
     destination: str = ""
     transient: bool = False
+    retrying: bool = False
     failed_sop_uids: list[str] = field(default_factory=list)
 
     @property
@@ -936,6 +938,7 @@ class Retriever:
                     ):
                         delay = self.options.delay(attempt_no)
                         attempt.reason += f" (retrying in {delay:g} s)"
+                        attempt.retrying = True
                         record(attempt)
                         if not self._sleep(delay, keep_going):
                             pending(item)

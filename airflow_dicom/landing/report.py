@@ -124,3 +124,62 @@ def completed_items(path: str) -> dict[tuple[str, str], dict[str, Any]]:
     :param path: the report directory or URL.
     """
     return {key: row for key, row in latest_rows(path).items() if row["status"] in (COMPLETE, SKIPPED)}
+
+
+class ReportWriter:
+    """Buffers report rows and appends them to the report in batches (one Parquet file per flush).
+
+    Thread-safe: retrieval workers add rows as attempts finish. Use as a context manager so the last rows are
+    written even when the run fails.
+
+    :param path: the report directory or URL; ``None`` keeps nothing (rows are only counted).
+    :param run_id: stamped on every row.
+    :param batch: rows per file (a flush also happens every ``interval`` seconds).
+    :param interval: seconds between time-based flushes.
+    """
+
+    def __init__(
+        self, path: str | None, run_id: str | None, *, batch: int = 200, interval: float = 60.0
+    ) -> None:
+        import threading
+        import time
+
+        self.path = str(path) if path else None
+        self.run_id = run_id
+        self.batch = batch
+        self.interval = interval
+        self.files: list[str] = []
+        self.rows_written = 0
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._clock = time.monotonic
+        self._last = self._clock()
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Queue one row (flushed when the batch is full or the interval passed).
+
+        :param row: a report row; ``run_id`` is filled in.
+        """
+        with self._lock:
+            self._rows.append({**row, "run_id": row.get("run_id") or self.run_id})
+            due = len(self._rows) >= self.batch or self._clock() - self._last >= self.interval
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued rows now."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+            self._last = self._clock()
+            if not rows or self.path is None:
+                return
+            written = write_report(rows, self.path)
+            if written:
+                self.files.append(written)
+                self.rows_written += len(rows)
+
+    def __enter__(self) -> ReportWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.flush()

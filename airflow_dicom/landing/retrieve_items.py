@@ -1,0 +1,120 @@
+"""What to retrieve, read from the Parquet dataset written by ``DicomFindOperator`` (or any similar one).
+
+The dataset has one column per DICOM keyword (``StudyInstanceUID``, ``NumberOfStudyRelatedInstances``...)
+and may be hive-partitioned (``StudyDate=2024-01-05/part-0.parquet``); partition columns can be filtered on
+like any other column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+
+from airflow_dicom.dimse.errors import InvalidRequestError
+from airflow_dicom.dimse.retrieve import LEVEL_KEY, RetrieveItem, normalise_level
+
+#: the find result column giving the number of instances of an item, per level
+EXPECTED_COLUMN = {
+    "PATIENT": "NumberOfPatientRelatedInstances",
+    "STUDY": "NumberOfStudyRelatedInstances",
+    "SERIES": "NumberOfSeriesRelatedInstances",
+    "IMAGE": None,
+}
+
+
+def _dataset(path: str) -> Any:
+    if "://" in path:
+        fs, root = pafs.FileSystem.from_uri(path)
+    else:
+        fs, root = pafs.LocalFileSystem(), path
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise InvalidRequestError(
+            f"find results {path!r} do not exist: run the find task first or fix the path"
+        )
+    return pads.dataset(
+        root,
+        format="parquet",
+        filesystem=fs,
+        partitioning="hive",
+        exclude_invalid_files=True,
+        ignore_prefixes=[".", "_"],
+    )
+
+
+def _apply_filter(frame: Any, where: Any) -> Any:
+    if where is None or where == "" or where == {}:
+        return frame
+    if isinstance(where, str):
+        try:
+            return frame.query(where, engine="python")
+        except Exception as exc:
+            raise InvalidRequestError(
+                f"filter {where!r} cannot be applied to the find results: {exc}"
+            ) from None
+    if isinstance(where, Mapping):
+        for column, wanted in where.items():
+            if column not in frame.columns:
+                raise InvalidRequestError(
+                    f"filter column {column!r} is not in the find results "
+                    f"(columns: {', '.join(frame.columns)})"
+                )
+            values = frame[column].astype(str)
+            if isinstance(wanted, (list, tuple, set)):
+                frame = frame[values.isin([str(w) for w in wanted])]
+            else:
+                frame = frame[values == str(wanted)]
+        return frame
+    raise InvalidRequestError("filter must be a pandas query string or a {column: value(s)} mapping")
+
+
+def items_from_parquet(path: str, level: str = "STUDY", where: Any = None) -> list[RetrieveItem]:
+    """One :class:`RetrieveItem` per distinct UID of ``level`` in the find results at ``path``.
+
+    :param path: the dataset directory (or URL), or a single Parquet file.
+    :param level: the retrieve level; its UID column must be present.
+    :param where: optional filter: a pandas query (``"ModalitiesInStudy.str.contains('CT')"``) or
+        ``{column: value or [values]}``.
+    :raises InvalidRequestError: missing dataset or columns, bad filter, malformed UIDs.
+    """
+    level = normalise_level(level)
+    dataset = _dataset(str(path))
+    key = LEVEL_KEY[level]
+    names = set(dataset.schema.names)
+    if key not in names:
+        raise InvalidRequestError(
+            f"find results {path!r} have no {key} column: they cannot drive a {level}-level retrieval"
+        )
+    frame = dataset.to_table().to_pandas()
+    frame = _apply_filter(frame, where)
+    expected_col = EXPECTED_COLUMN[level]
+    items: list[RetrieveItem] = []
+    seen: set[str] = set()
+    for row in frame.to_dict("records"):
+        uid = row.get(key)
+        if uid is None or str(uid).strip() == "" or str(uid) in seen:
+            continue
+        seen.add(str(uid))
+        expected = row.get(expected_col) if expected_col else None
+        if expected is not None and (expected != expected or int(expected) < 0):  # NaN / nonsense
+            expected = None
+        items.append(
+            RetrieveItem(
+                level,
+                str(uid),
+                study_uid=_text(row.get("StudyInstanceUID")),
+                series_uid=_text(row.get("SeriesInstanceUID")),
+                expected=int(expected) if expected is not None else None,
+            )
+        )
+    return items
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value != value:
+        return None
+    text = str(value).strip()
+    return text or None
