@@ -192,7 +192,11 @@ class ArrivalLog:
                 study_dir.mkdir(parents=True, exist_ok=True)
                 self._made.add(record.study_uid)
             path = study_dir / f"{self._writer}.jsonl"
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the study's directory was removed since: make it again
+                study_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 written = os.write(fd, line)
                 if written != len(line):  # pragma: no cover - regular files write fully or raise

@@ -18,12 +18,14 @@ refused instances: nothing is lost); 0xA700 out of resources for disk/permission
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import logging
 import os
 import queue
 import secrets
+import socket
 import threading
 import time
 import weakref
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 
 #: directory under the data directory where unreadable or refused datasets are kept.
 QUARANTINE_DIR = ".quarantine"
+#: directory under the data directory where files are written before being renamed into place.
+INCOMING_DIR = ".incoming"
 
 _SPECIFIC_CHARACTER_SET = Tag(0x0008, 0x0005)
 _SOP_CLASS_UID = Tag(0x0008, 0x0016)
@@ -261,6 +265,7 @@ class StoreWriter:
         self.data_dir = Path(os.path.realpath(root))
         self.fsync = fsync
         self.arrivals = ArrivalLog(self.data_dir) if record_arrivals else None
+        self._incoming = _IncomingDir(self.data_dir / INCOMING_DIR)
         self._callbacks = _CallbackRunner(list(on_stored))
         self._made_dirs: set[Path] = set()
         self._stats: weakref.WeakKeyDictionary[Any, AssociationStats] = weakref.WeakKeyDictionary()
@@ -398,13 +403,8 @@ class StoreWriter:
     def _write_atomically(self, target: Path, chunks: Sequence[bytes]) -> int:
         """Write ``chunks`` to ``<target>.<random>.tmp`` then rename it to ``target``; return the size."""
         self._ensure_dir(target.parent)
-        tmp = target.with_name(f"{target.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileNotFoundError:  # directory removed since cached: make it again
-            self._made_dirs.discard(target.parent)
-            self._ensure_dir(target.parent)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        tmp = self._incoming.tmp_path(target.name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         total = sum(len(c) for c in chunks)
         try:
             try:
@@ -420,7 +420,12 @@ class StoreWriter:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:  # the target directory was removed since cached: make it again
+                self._made_dirs.discard(target.parent)
+                self._ensure_dir(target.parent)
+                os.replace(tmp, target)
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -478,11 +483,98 @@ class StoreWriter:
         return StoreOutcome(status, reason=reason, quarantined=target)
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Wait for pending callbacks to run.
+        """Wait for pending callbacks to run and release the incoming directory.
 
-        :param timeout: seconds to wait at most.
+        :param timeout: seconds to wait at most for callbacks.
         """
         self._callbacks.drain(timeout)
+        self._incoming.close()
+
+
+class _IncomingDir:
+    """This process's directory for files being written: ``<data_dir>/.incoming/<host>-<pid>-<token>/``.
+
+    Files are written there as ``*.tmp`` and renamed into the layout (same filesystem, so the rename is
+    atomic): a reader of the layout never sees a partial file. The directory holds an exclusive
+    ``flock`` on its ``lock`` file while the writer lives; a new writer removes the directories whose
+    lock it can take, i.e. the leftovers of receivers that were killed (SIGKILL, power loss), without
+    touching those of other live receivers sharing the data directory.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_stale()
+        token = _writer_token()
+        # made under a hidden name and renamed once locked, so no other writer can take it for stale
+        starting = root / f".{token}.new"
+        starting.mkdir()
+        self._lock_fd: int | None = os.open(starting / "lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = root / token
+        os.rename(starting, self.path)
+
+    def tmp_path(self, name: str) -> Path:
+        """A fresh temporary file name for ``name`` (ends with ``.tmp``)."""
+        if not self.path.is_dir():  # removed under us (cleanup by hand): make it again
+            self.path.mkdir(parents=True, exist_ok=True)
+        return self.path / f"{name}.{secrets.token_hex(6)}.tmp"
+
+    def _remove_stale(self) -> None:
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            lock_path = Path(entry.path) / "lock"
+            try:
+                fd = os.open(lock_path, os.O_WRONLY)
+            except FileNotFoundError:
+                fd = None  # not created yet by a starting writer, or half-removed: leave it
+            except OSError:
+                continue
+            if fd is None:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # a live writer holds it
+            try:
+                leftovers = [p for p in Path(entry.path).iterdir() if p.name != "lock"]
+                for leftover in leftovers:
+                    leftover.unlink()
+                lock_path.unlink()
+                os.rmdir(entry.path)
+                if leftovers:
+                    log.info("removed %d partial file(s) left by a stopped receiver", len(leftovers))
+            except OSError as exc:
+                log.warning("could not remove a stale incoming directory %s: %s", entry.path, exc)
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        """Release the lock and remove the (empty) directory."""
+        if self._lock_fd is None:
+            return
+        fd, self._lock_fd = self._lock_fd, None
+        try:
+            for leftover in self.path.iterdir():
+                if leftover.name != "lock":
+                    leftover.unlink()
+            (self.path / "lock").unlink()
+            os.rmdir(self.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _writer_token() -> str:
+    host = "".join(c if c.isalnum() or c in ".-" else "-" for c in socket.gethostname())[:64] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _ae_for_meta(calling_ae: str) -> str:
