@@ -23,7 +23,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": integration,
-                "python-modules": ["airflow_dicom.operators.echo", "airflow_dicom.operators.retrieve"],
+                "python-modules": [
+                    "airflow_dicom.operators.echo",
+                    "airflow_dicom.operators.find",
+                    "airflow_dicom.operators.retrieve",
+                ],
             }
         ],
         "connection-types": [

@@ -6,10 +6,10 @@ in :mod:`airflow_dicom.dimse`, which has no Airflow import.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
@@ -27,6 +27,12 @@ from airflow_dicom.dimse.retrieve import (
     retrieve,
 )
 from airflow_dicom.hooks.connection import node_from_connection
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from airflow_dicom.dimse.query import FindQuery, FindStats
+    from airflow_dicom.landing.results import FindLanding
 
 
 class DicomHook(BaseHook):
@@ -132,6 +138,37 @@ class DicomHook(BaseHook):
             on_attempt=on_attempt,
             sop_classes=sop_classes,
         )
+
+    def find(
+        self,
+        query: FindQuery,
+        *,
+        max_results_per_query: int | None = None,
+        stats: FindStats | None = None,
+    ) -> Iterator[Dataset]:
+        """Run a C-FIND (split on truncation, one association) and stream the deduplicated matches.
+
+        :param query: from :func:`airflow_dicom.dimse.query.build_query`.
+        :param max_results_per_query: treat this many matches as truncation (nodes that truncate silently).
+        :param stats: a :class:`~airflow_dicom.dimse.query.FindStats` to fill.
+        :raises DicomError: unreachable, rejected, failure status or an unsplittable truncation.
+        """
+        from airflow_dicom.dimse.query import find
+
+        return find(self.node, query, max_results_per_query=max_results_per_query, stats=stats)
+
+    def find_and_land(self, query: FindQuery, output: Any, **kwargs: Any) -> FindLanding:
+        """Run a C-FIND and land the complete result (Parquet dataset, CSV file or SQL table).
+
+        :param query: from :func:`airflow_dicom.dimse.query.build_query`.
+        :param output: see :func:`airflow_dicom.landing.results.find_and_land`.
+        :param kwargs: ``output_format``, ``max_results_per_query``, ``sql_table``, ``filesystem``,
+            ``source_node`` (see :func:`~airflow_dicom.landing.results.find_and_land`).
+        """
+        from airflow_dicom.landing.results import find_and_land
+
+        kwargs.setdefault("source_node", self.dicom_conn_id)
+        return find_and_land(self.node, query, output, **kwargs)
 
     def test_connection(self) -> tuple[bool, str]:
         """Run a real C-ECHO; used by the UI's Test button and ``airflow connections test``."""
