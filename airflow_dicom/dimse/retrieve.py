@@ -495,14 +495,12 @@ class ArrivalCheck:
 
 # ------------------------------------------------------------------------------ C-GET contexts
 
-_UNCOMPRESSED = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
+#: uncompressed syntaxes, one presentation context each: the acceptor picks one syntax per context, so a
+#: shared context would make the PACS convert Implicit VR files to Explicit VR (or the reverse)
+_UNCOMPRESSED_FAMILIES = [
+    [ExplicitVRLittleEndian],
+    [ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian],
 ]
-#: compressed families offered for image SOP classes, one presentation context each, so the PACS can send
-#: every instance as it is stored (no transcoding) whichever of them it uses
 _COMPRESSED_FAMILIES = [
     [RLELossless],
     [JPEGLosslessSV1, JPEGLossless, JPEGLSLossless, JPEGLSNearLossless],
@@ -563,10 +561,11 @@ def get_contexts(
         other: list[str] = []
     else:
         image, other = list(GET_IMAGE_SOP_CLASSES), list(GET_OTHER_SOP_CLASSES)
-    families = [_UNCOMPRESSED, *_COMPRESSED_FAMILIES]
+    families = [*_UNCOMPRESSED_FAMILIES, *_COMPRESSED_FAMILIES]
     for uid in image:
         contexts.extend(build_context(uid, list(ts)) for ts in families)
-    contexts.extend(build_context(uid, _UNCOMPRESSED) for uid in other)
+    for uid in other:
+        contexts.extend(build_context(uid, list(ts)) for ts in _UNCOMPRESSED_FAMILIES)
     if len(contexts) > 128:
         per_class = len(families)
         raise InvalidRequestError(

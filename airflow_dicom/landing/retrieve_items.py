@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from airflow_dicom.dimse.errors import InvalidRequestError
@@ -25,24 +24,16 @@ EXPECTED_COLUMN = {
 }
 
 
-def _dataset(path: str) -> Any:
-    if "://" in path:
-        fs, root = pafs.FileSystem.from_uri(path)
-    else:
-        fs, root = pafs.LocalFileSystem(), path
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.NotFound:
+def _read(path: str) -> Any:
+    from airflow_dicom.landing.parquet import read_find_dataset
+    from airflow_dicom.landing.storage import resolve_target
+
+    fs, base = resolve_target(path, None)
+    if fs.get_file_info(base).type == pafs.FileType.NotFound:
         raise InvalidRequestError(
             f"find results {path!r} do not exist: run the find task first or fix the path"
         )
-    return pads.dataset(
-        root,
-        format="parquet",
-        filesystem=fs,
-        partitioning="hive",
-        exclude_invalid_files=True,
-        ignore_prefixes=[".", "_"],
-    )
+    return read_find_dataset(path)
 
 
 def _apply_filter(frame: Any, where: Any) -> Any:
@@ -81,14 +72,12 @@ def items_from_parquet(path: str, level: str = "STUDY", where: Any = None) -> li
     :raises InvalidRequestError: missing dataset or columns, bad filter, malformed UIDs.
     """
     level = normalise_level(level)
-    dataset = _dataset(str(path))
+    frame = _read(str(path))
     key = LEVEL_KEY[level]
-    names = set(dataset.schema.names)
-    if key not in names:
+    if key not in frame.columns:
         raise InvalidRequestError(
             f"find results {path!r} have no {key} column: they cannot drive a {level}-level retrieval"
         )
-    frame = dataset.to_table().to_pandas()
     frame = _apply_filter(frame, where)
     expected_col = EXPECTED_COLUMN[level]
     items: list[RetrieveItem] = []
