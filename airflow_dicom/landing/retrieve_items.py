@@ -53,13 +53,19 @@ def _apply_filter(frame: Any, where: Any) -> Any:
                     f"filter column {column!r} is not in the find results "
                     f"(columns: {', '.join(frame.columns)})"
                 )
-            values = frame[column].astype(str)
-            if isinstance(wanted, (list, tuple, set)):
-                frame = frame[values.isin([str(w) for w in wanted])]
-            else:
-                frame = frame[values == str(wanted)]
+            accepted = {str(w) for w in wanted} if isinstance(wanted, (list, tuple, set)) else {str(wanted)}
+            frame = frame[frame[column].map(lambda cell, ok=accepted: _matches(cell, ok))]
         return frame
     raise InvalidRequestError("filter must be a pandas query string or a {column: value(s)} mapping")
+
+
+def _matches(cell: Any, accepted: set[str]) -> bool:
+    """A scalar cell matches if it is accepted; a multi-valued one (ModalitiesInStudy) if any value is."""
+    if cell is None:
+        return False
+    if hasattr(cell, "__len__") and not isinstance(cell, (str, bytes)):
+        return any(str(v) in accepted for v in cell)
+    return str(cell) in accepted
 
 
 def items_from_parquet(path: str, level: str = "STUDY", where: Any = None) -> list[RetrieveItem]:
@@ -67,8 +73,9 @@ def items_from_parquet(path: str, level: str = "STUDY", where: Any = None) -> li
 
     :param path: the dataset directory (or URL), or a single Parquet file.
     :param level: the retrieve level; its UID column must be present.
-    :param where: optional filter: a pandas query (``"ModalitiesInStudy.str.contains('CT')"``) or
-        ``{column: value or [values]}``.
+    :param where: optional filter: a pandas query (``"NumberOfStudyRelatedInstances > 0"``) or
+        ``{column: value or [values]}`` (a multi-valued column such as ModalitiesInStudy matches when any
+        of its values does).
     :raises InvalidRequestError: missing dataset or columns, bad filter, malformed UIDs.
     """
     level = normalise_level(level)
