@@ -338,8 +338,8 @@ class DicomMoveOperator(_DicomRetrieveOperator):
     :param find_results: path of the find operator's Parquet dataset, or its XCom (templated).
     :param find_filter: filter on the find results: a pandas query or ``{column: value(s)}`` (templated).
     :param move_destination: the destination AE title (templated); default: our calling AE title.
-    :param receive_port: start the embedded receiver on this port.
-    :param receive_host: address the embedded receiver listens on.
+    :param receive_port: start the embedded receiver on this port (templated).
+    :param receive_host: address the embedded receiver listens on (templated).
     :param data_dir: where our receiver (embedded or service) stores instances (templated).
     :param layout: storage layout of the embedded receiver (``patient``, ``study``, ``flat``).
     :param report_path: the retrieval report dataset (templated); default ``<data_dir>/.reports/retrieval``.
@@ -357,13 +357,18 @@ class DicomMoveOperator(_DicomRetrieveOperator):
     """
 
     service = MOVE
-    template_fields: Sequence[str] = (*_DicomRetrieveOperator.template_fields, "move_destination")
+    template_fields: Sequence[str] = (
+        *_DicomRetrieveOperator.template_fields,
+        "move_destination",
+        "receive_port",
+        "receive_host",
+    )
 
     def __init__(
         self,
         *,
         move_destination: str | None = None,
-        receive_port: int | None = None,
+        receive_port: int | str | None = None,
         receive_host: str = "0.0.0.0",
         **kwargs: Any,
     ) -> None:
@@ -375,10 +380,15 @@ class DicomMoveOperator(_DicomRetrieveOperator):
             raise InvalidRequestError("receive_port needs data_dir: the embedded receiver stores there")
 
     def _destination(self, hook: DicomHook) -> MoveDestination:
+        port = self.receive_port
+        if isinstance(port, str):
+            if not port.strip().isdigit():
+                raise InvalidRequestError(f"receive_port {port!r} is not a port number")
+            port = int(port)
         return MoveDestination(
             ae_title=self.move_destination or hook.node.calling_ae_title,
-            data_dir=self.data_dir,
-            port=self.receive_port,
+            data_dir=self.data_dir or None,
+            port=port,
             host=self.receive_host,
             layout=self.layout,
         )
