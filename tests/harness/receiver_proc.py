@@ -12,7 +12,11 @@ from pathlib import Path
 
 from .ports import free_port
 
-__all__ = ["ReceiverProcess", "listening"]
+__all__ = ["CLI", "ReceiverProcess", "listening"]
+
+#: the ``airflow-dicom`` command with this interpreter (``python -m airflow_dicom.cli`` would register the
+#: subcommands in a second copy of the module and find none)
+CLI = [sys.executable, "-c", "import sys; from airflow_dicom.cli import main; sys.exit(main())"]
 
 
 def listening(port: int) -> bool:
@@ -58,9 +62,7 @@ class ReceiverProcess:
     def command(self) -> list[str]:
         """The command line."""
         return [
-            sys.executable,
-            "-m",
-            "airflow_dicom.cli",
+            *CLI,
             "storescp",
             "--aet",
             self.aet,
