@@ -33,9 +33,11 @@ import pynetdicom
 from pynetdicom import ae as _ae
 from pynetdicom import association as _association
 from pynetdicom import dimse as _pdimse
+from pynetdicom import dimse_primitives as _primitives
 from pynetdicom import dul as _dul
 from pynetdicom import events as _evt
 from pynetdicom import pdu as _pdu
+from pynetdicom import service_class as _service_class
 from pynetdicom import transport as _transport
 
 try:
@@ -310,6 +312,30 @@ class EventDrivenAssociation(_association.Association):
             if not q._qsize():
                 q.not_empty.wait(IDLE_WAIT)
 
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        """Answer incomplete requests instead of ignoring them (a peer would wait for its DIMSE timeout).
+
+        pynetdicom logs "Received unexpected ... service message" and drops a request that lacks a
+        required parameter (e.g. a C-STORE without Affected SOP Instance UID); the sender then hangs until
+        its DIMSE timeout. An incomplete C-STORE request goes to the storage service anyway, so the
+        C-STORE handler refuses it with a failure status (and keeps the bytes); any other incomplete
+        request aborts the association at once.
+        """
+        if self._sent_release or msg.is_valid_request:
+            super()._serve_request(msg, context_id)
+            return
+        context = self._accepted_cx.get(context_id)
+        if isinstance(msg, _primitives.C_STORE) and msg.MessageID is not None and context is not None:
+            _association.LOGGER.warning("incomplete C-STORE request: answering it with a failure status")
+            self._is_paused = True
+            try:
+                _service_class.StorageServiceClass(self).SCP(msg, context)
+            finally:
+                self._is_paused = False
+            return
+        _association.LOGGER.warning(f"incomplete {msg.msg_type} request: aborting the association")
+        self.abort()
+
     def _run_reactor(self) -> None:
         """pynetdicom 3.0's acceptor reactor with the 1 ms ``time.sleep`` replaced by a queue wait."""
         log = _association.LOGGER
@@ -485,6 +511,8 @@ _REIMPLEMENTED_SOURCES = {
     (_dul.DULServiceProvider, "run_reactor"): "e3a10eb3a0931e48",
     (_association.Association, "_run_reactor"): "f28838c5559e462a",
     (_transport.RequestHandler, "_create_association"): "05c8d12b79863cdb",
+    # not re-implemented, but EventDrivenAssociation._serve_request relies on its handling of requests
+    (_association.Association, "_serve_request"): "2f24c1759cdf6c8c",
 }
 
 
