@@ -25,6 +25,7 @@ import queue
 import select
 import socket
 import struct
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -206,6 +207,11 @@ class EventDrivenDUL(_dul.DULServiceProvider):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        # wake() may be called from another thread after the reactor closed the pipe: without this guard
+        # the closed fd number can be reused by a file being written (an arrival record, an instance) and
+        # the wake-up byte lands in it
+        self._wake_lock = threading.Lock()
+        self._wake_closed = False
 
     def send_pdu(self, primitive: Any) -> None:
         super().send_pdu(primitive)
@@ -213,10 +219,13 @@ class EventDrivenDUL(_dul.DULServiceProvider):
 
     def wake(self) -> None:
         """Interrupt the DUL thread's wait (safe from any thread, never blocks)."""
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):  # pipe full (a wake-up is pending anyway) or closed
-            pass
+        with self._wake_lock:
+            if self._wake_closed:
+                return
+            try:
+                os.write(self._wake_w, b"\0")
+            except (BlockingIOError, OSError):  # pipe full (a wake-up is pending anyway)
+                pass
 
     def _idle_wait(self) -> None:
         """Wait until the socket is readable, a primitive is queued, or IDLE_WAIT has passed."""
@@ -235,11 +244,15 @@ class EventDrivenDUL(_dul.DULServiceProvider):
                 pass
 
     def _close_wake(self) -> None:
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        with self._wake_lock:
+            if self._wake_closed:
+                return
+            self._wake_closed = True
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def run_reactor(self) -> None:
         """pynetdicom 3.0's DUL loop with the idle ``time.sleep`` replaced by :meth:`_idle_wait`."""
