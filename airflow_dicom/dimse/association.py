@@ -24,7 +24,7 @@ from airflow_dicom.dimse.errors import (
     NodeUnreachableError,
 )
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.tuning import NoDelayAssociationSocket, make_ae
+from airflow_dicom.dimse.tuning import NoDelayAssociationSocket, make_ae, make_event_driven_requestor_ae
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ def open_association(
     purpose: str,
     evt_handlers: list[Any] | None = None,
     ext_neg: list[Any] | None = None,
+    event_driven: bool = False,
 ) -> Iterator[Association]:
     """Open an association with ``node`` proposing ``contexts``; release it on exit.
 
@@ -88,12 +89,15 @@ def open_association(
     :param purpose: what the association is for (``C-ECHO``, ``C-FIND``...), used in messages.
     :param evt_handlers: pynetdicom ``(event, handler)`` bindings, e.g. a C-STORE handler for C-GET.
     :param ext_neg: extended negotiation items (e.g. SCP/SCU role selection for C-GET).
+    :param event_driven: use the event-driven DUL (no 1 ms polling; see
+        :class:`~airflow_dicom.dimse.tuning.EventDrivenRequestorAE`), for associations receiving many
+        messages such as C-GET.
     :raises NodeUnreachableError: the TCP connection failed.
     :raises AssociationRejectedError: the node sent A-ASSOCIATE-RJ.
     :raises AssociationAbortedError: the node aborted during negotiation or did not answer in time.
     :raises NoAcceptedContextError: the node accepted but refused every proposed context.
     """
-    ae = make_ae(node.calling_ae_title)
+    ae = (make_event_driven_requestor_ae if event_driven else make_ae)(node.calling_ae_title)
     ae.acse_timeout = node.acse_timeout
     ae.dimse_timeout = node.dimse_timeout
     ae.network_timeout = node.network_timeout

@@ -868,10 +868,17 @@ class Retriever:
             contexts, roles = get_contexts(level, self.sop_classes)
             handlers = [(evt.EVT_C_STORE, self.writer.handle_store)]
             return stack.enter_context(
-                open_association(self.node, contexts, purpose="C-GET", evt_handlers=handlers, ext_neg=roles)
+                open_association(
+                    self.node,
+                    contexts,
+                    purpose="C-GET",
+                    evt_handlers=handlers,
+                    ext_neg=roles,
+                    event_driven=True,
+                )
             )
         models = [StudyRootQueryRetrieveInformationModelMove, PatientRootQueryRetrieveInformationModelMove]
-        return stack.enter_context(open_association(self.node, models, purpose="C-MOVE"))
+        return stack.enter_context(open_association(self.node, models, purpose="C-MOVE", event_driven=True))
 
     def _worker(
         self,

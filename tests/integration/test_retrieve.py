@@ -290,3 +290,87 @@ def test_interruption_stops_new_requests_and_keeps_the_rest_not_started(loaded_o
 def test_bad_uids_are_refused_before_any_association() -> None:
     with pytest.raises(InvalidRequestError, match="is not a DICOM UID"):
         make_items(["1.2.3", "../../etc/passwd"])
+
+
+# ---------------------------------------------------------------- transient and permanent refusals
+
+
+def _busy_node(scp) -> DicomNode:
+    return DicomNode(host="127.0.0.1", port=scp.port, called_ae_title=scp.aet)
+
+
+def test_out_of_resources_is_retried_with_backoff(corpus, tmp_path) -> None:
+    from harness.retrieve_scp import BusyGetSCP
+
+    studies = sorted(corpus.study_uids)[:2]
+    files = [p for uid in studies for p in corpus.files_of_study(uid)]
+    with BusyGetSCP(files, busy_answers=2) as scp:
+        options = RetrieveOptions(parallel=1, backoff=0.1, max_attempts=3)
+        result = retrieve(
+            _busy_node(scp), make_items(studies), service=GET, data_dir=tmp_path, options=options
+        )
+    assert result.ok, result.summary()
+    first = [a for a in result.attempts if a.item.uid == studies[0]]
+    assert [(a.attempt, a.status, a.dimse_status) for a in first] == [
+        (1, FAILED, 0xA702),
+        (2, FAILED, 0xA702),
+        (3, COMPLETE, 0),
+    ]
+    assert "out of resources" in first[0].reason and "retrying in 0.1 s" in first[0].reason
+    assert scp.requests == 4
+    assert sop_uids_on_disk(tmp_path) == _sops(corpus, studies)
+
+
+def test_out_of_resources_gives_up_after_max_attempts(corpus, tmp_path) -> None:
+    from harness.retrieve_scp import BusyGetSCP
+
+    study = sorted(corpus.study_uids)[0]
+    with BusyGetSCP(corpus.files_of_study(study), busy_answers=100) as scp:
+        options = RetrieveOptions(parallel=1, backoff=0.05, max_attempts=2)
+        result = retrieve(
+            _busy_node(scp), make_items([study]), service=GET, data_dir=tmp_path, options=options
+        )
+    (final,) = result.final.values()
+    assert (final.status, final.attempt, final.dimse_status) == (FAILED, 2, 0xA702)
+    assert scp.requests == 2
+
+
+def test_transient_association_rejection_is_retried(corpus, tmp_path) -> None:
+    import threading
+
+    from harness.retrieve_scp import BusyGetSCP
+    from pynetdicom.sop_class import Verification
+
+    from airflow_dicom.dimse.association import open_association
+
+    study = sorted(corpus.study_uids)[1]
+    with BusyGetSCP(corpus.files_of_study(study), max_associations=1) as scp:
+        holder = open_association(
+            _busy_node(scp).with_changes(calling_ae_title="HOLDER"), [Verification], purpose="x"
+        )
+        release = threading.Timer(0.6, lambda: holder.__exit__(None, None, None))
+        holder.__enter__()  # occupies the only association slot
+        release.start()
+        options = RetrieveOptions(parallel=1, backoff=0.3, max_attempts=5)
+        result = retrieve(
+            _busy_node(scp), make_items([study]), service=GET, data_dir=tmp_path, options=options
+        )
+        release.join()
+    assert result.ok, result.summary()
+    assert "rejected transiently" in result.attempts[0].reason
+    assert result.attempts[-1].status == COMPLETE and result.attempts[-1].attempt >= 2
+    assert sop_uids_on_disk(tmp_path) == _sops(corpus, [study])
+
+
+def test_permanent_rejection_is_not_retried_and_fails_every_item(orthanc_strict, tmp_path) -> None:
+    node = DicomNode(host=orthanc_strict.host, port=orthanc_strict.dicom_port, called_ae_title="NOTSTRICT")
+    result = retrieve(
+        node,
+        make_items(["1.2.3.1", "1.2.3.2", "1.2.3.3"]),
+        service=GET,
+        data_dir=tmp_path,
+        options=RetrieveOptions(parallel=1, backoff=0.01),
+    )
+    assert len(result.attempts) == 1  # one association attempt, no retry, no further requests
+    assert all(a.status == FAILED and "rejected permanently" in a.reason for a in result.final.values())
+    assert "called AE title not recognised" in result.final[("STUDY", "1.2.3.3")].reason
