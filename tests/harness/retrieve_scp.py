@@ -18,7 +18,7 @@ from typing import Any
 import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet, Verification
 
 from .ports import free_port
 
@@ -45,6 +45,7 @@ class BusyGetSCP:
         self._ae = AE(ae_title=self.aet)
         self._ae.maximum_associations = max_associations
         self._ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+        self._ae.add_supported_context(Verification)
         for cx in AllStoragePresentationContexts:
             self._ae.add_supported_context(
                 cx.abstract_syntax, ALL_TRANSFER_SYNTAXES, scp_role=True, scu_role=False
@@ -57,13 +58,11 @@ class BusyGetSCP:
             busy = self.busy_sent < self.busy_answers
             if busy:
                 self.busy_sent += 1
-        if busy:
-            yield 0xA702, None
-            return
         uid = str(getattr(event.identifier, "StudyInstanceUID", ""))
         paths = self.by_study.get(uid)
-        if not paths:
-            yield 0xC000, None
+        if busy or not paths:
+            yield max(1, len(paths or []))  # first the number of sub-operations (0 would end with Success)
+            yield (0xA702 if busy else 0xC000), None
             return
         yield len(paths)
         for path in paths:
