@@ -27,6 +27,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_dicom.operators.echo",
                     "airflow_dicom.operators.find",
                     "airflow_dicom.operators.retrieve",
+                    "airflow_dicom.operators.store",
                 ],
             }
         ],

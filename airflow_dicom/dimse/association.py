@@ -24,7 +24,7 @@ from airflow_dicom.dimse.errors import (
     NodeUnreachableError,
 )
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.tuning import NoDelayAssociationSocket, make_ae, make_event_driven_requestor_ae
+from airflow_dicom.dimse.tuning import NoDelayAssociationSocket, make_ae, make_low_latency_ae
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def open_association(
     purpose: str,
     evt_handlers: list[Any] | None = None,
     ext_neg: list[Any] | None = None,
-    event_driven: bool = False,
+    low_latency: bool = False,
 ) -> Iterator[Association]:
     """Open an association with ``node`` proposing ``contexts``; release it on exit.
 
@@ -89,15 +89,15 @@ def open_association(
     :param purpose: what the association is for (``C-ECHO``, ``C-FIND``...), used in messages.
     :param evt_handlers: pynetdicom ``(event, handler)`` bindings, e.g. a C-STORE handler for C-GET.
     :param ext_neg: extended negotiation items (e.g. SCP/SCU role selection for C-GET).
-    :param event_driven: use the event-driven DUL (no 1 ms polling; see
-        :class:`~airflow_dicom.dimse.tuning.EventDrivenRequestorAE`), for associations receiving many
-        messages such as C-GET.
+    :param low_latency: use :class:`~airflow_dicom.dimse.tuning.LowLatencyAE` (select-based DUL, a
+        reactor that never consumes DIMSE messages, a write lock for
+        :func:`~airflow_dicom.dimse.tuning.send_c_store_raw`): for services sending many messages.
     :raises NodeUnreachableError: the TCP connection failed.
     :raises AssociationRejectedError: the node sent A-ASSOCIATE-RJ.
     :raises AssociationAbortedError: the node aborted during negotiation or did not answer in time.
     :raises NoAcceptedContextError: the node accepted but refused every proposed context.
     """
-    ae = (make_event_driven_requestor_ae if event_driven else make_ae)(node.calling_ae_title)
+    ae = (make_low_latency_ae if low_latency else make_ae)(node.calling_ae_title)
     ae.acse_timeout = node.acse_timeout
     ae.dimse_timeout = node.dimse_timeout
     ae.network_timeout = node.network_timeout
@@ -122,6 +122,9 @@ def open_association(
             )
         if getattr(assoc.dul.socket, "connect_error", None) is not None:
             raise NodeUnreachableError(node, _unreachable_reason(assoc, node))
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            # pynetdicom aborts (A-ABORT) an accepted association in which every context was refused
+            raise NoAcceptedContextError(node, purpose)
         raise AssociationAbortedError(node, f"association negotiation for {purpose}")
     log.debug(
         "association with %s established in %.3f s for %s",

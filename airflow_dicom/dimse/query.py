@@ -63,6 +63,7 @@ from airflow_dicom.dimse.errors import (
 )
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.status import Status, describe_status, is_pending
+from airflow_dicom.dimse.tuning import park_reactor
 
 log = logging.getLogger(__name__)
 
@@ -636,6 +637,7 @@ class _Session:
         self.stats.queries += 1
         rows: list[Dataset] = []
         final: int | None = None
+        park_reactor(self.assoc)  # else pynetdicom's reactor may steal (and drop) a response
         for status_ds, found in self.assoc.send_c_find(identifier, uid):
             code = getattr(status_ds, "Status", None)
             if code is None:
@@ -646,8 +648,7 @@ class _Session:
                     raise DimseFailureError(
                         self.node, "C-FIND", code, f"{level} query for {where}: a match could not be decoded"
                     )
-                found.decode()
-                rows.append(found)
+                rows.append(found)  # values are decoded (with its charset) when accessed
                 continue
             final = code
         self.stats.matches += len(rows)

@@ -874,11 +874,11 @@ class Retriever:
                     purpose="C-GET",
                     evt_handlers=handlers,
                     ext_neg=roles,
-                    event_driven=True,
+                    low_latency=True,
                 )
             )
         models = [StudyRootQueryRetrieveInformationModelMove, PatientRootQueryRetrieveInformationModelMove]
-        return stack.enter_context(open_association(self.node, models, purpose="C-MOVE", event_driven=True))
+        return stack.enter_context(open_association(self.node, models, purpose="C-MOVE", low_latency=True))
 
     def _worker(
         self,

@@ -6,7 +6,7 @@ in :mod:`airflow_dicom.dimse`, which has no Airflow import.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,9 +29,12 @@ from airflow_dicom.dimse.retrieve import (
 from airflow_dicom.hooks.connection import node_from_connection
 
 if TYPE_CHECKING:
+    import os
+
     from pydicom.dataset import Dataset
 
     from airflow_dicom.dimse.query import FindQuery, FindStats
+    from airflow_dicom.dimse.send import FileResult, SendReport
     from airflow_dicom.landing.results import FindLanding
 
 
@@ -137,6 +140,41 @@ class DicomHook(BaseHook):
             should_continue=should_continue,
             on_attempt=on_attempt,
             sop_classes=sop_classes,
+        )
+
+    def send(
+        self,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        *,
+        parallel: int = 2,
+        transcode: bool = False,
+        retries: int = 1,
+        response_timeout: float | None = None,
+        progress: Callable[[FileResult], None] | None = None,
+    ) -> SendReport:
+        """Send DICOM files, directories and globs to the node (C-STORE).
+
+        Delegates to :func:`airflow_dicom.dimse.send.send`.
+
+        :param paths: files, directories (recursive) and glob patterns.
+        :param parallel: associations at once.
+        :param transcode: send compressed files uncompressed when the node refuses their syntax.
+        :param retries: re-sends of a file whose response was lost.
+        :param response_timeout: seconds per C-STORE response (default: the DIMSE timeout).
+        :param progress: called with each file's result.
+        :return: the per-file account; per-file failures do not raise.
+        :raises DicomError: bad paths, or no association could be opened at all.
+        """
+        from airflow_dicom.dimse.send import send
+
+        return send(
+            self.node,
+            paths,
+            parallel=parallel,
+            transcode=transcode,
+            retries=retries,
+            response_timeout=response_timeout,
+            progress=progress,
         )
 
     def find(

@@ -28,9 +28,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -38,6 +37,9 @@ import pyarrow.fs as pafs
 
 from airflow_dicom.dimse.query import DateRange
 from airflow_dicom.landing.storage import display_path, resolve_target
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

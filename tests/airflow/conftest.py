@@ -38,3 +38,29 @@ def airflow_db() -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return AIRFLOW_HOME
+
+
+@pytest.fixture
+def load_dag():  # type: ignore[no-untyped-def]
+    """Factory: ``load_dag("dag_id")`` loads a DAG from the test DAG folder (as ``dag.test()`` requires)."""
+    from dagrun import get_dag
+
+    return get_dag
+
+
+@pytest.fixture
+def dicom_connection(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Factory: ``dicom_connection("pacs", port, "ORTHANC")`` defines connection ``pacs`` via env."""
+    import json
+
+    def define(conn_id: str, port: int, called_aet: str, **extra: object) -> str:
+        value = {
+            "conn_type": "dicom",
+            "host": "127.0.0.1",
+            "port": port,
+            "extra": {"called_ae_title": called_aet, **extra},
+        }
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
+        return conn_id
+
+    return define

@@ -134,14 +134,14 @@ def test_cli_echo(orthanc) -> None:
 
 def test_cli_echo_failures_are_one_line(orthanc_strict) -> None:
     wrong = _cli("echo", "--host", "127.0.0.1", "--port", str(orthanc_strict.dicom_port), "--aet", "WRONG")
-    assert wrong.returncode == 1
-    assert wrong.stderr.strip().count("\n") == 0
-    assert "called AE title not recognised" in wrong.stderr
+    assert wrong.returncode == 1, wrong.stderr
+    assert wrong.stderr.strip().count("\n") == 0, wrong.stderr
+    assert "called AE title not recognised" in wrong.stderr, wrong.stderr
     missing = _cli("echo", "--host", "127.0.0.1")
-    assert missing.returncode == 2
+    assert missing.returncode == 2, missing.stderr
     assert "missing --port, --aet" in missing.stderr
     invalid = _cli("echo", "--host", "127.0.0.1", "--port", "104", "--aet", "X" * 17)
-    assert invalid.returncode == 1
+    assert invalid.returncode == 1, invalid.stderr
     assert "'called_ae_title'" in invalid.stderr
 
 

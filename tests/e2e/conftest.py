@@ -1,0 +1,10 @@
+"""End-to-end tests: ``tests/e2e`` on sys.path for the standalone helper."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)

@@ -1,0 +1,103 @@
+"""Pure logic of the send path: hand-encoded command sets, C-STORE-RSP decoding, file checks, planning."""
+
+from __future__ import annotations
+
+import sys
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
+
+from airflow_dicom.dimse import dicomfile
+from airflow_dicom.dimse.send import files_from_manifest, plan
+from airflow_dicom.dimse.tuning import (
+    check_low_latency_requestor,
+    check_pynetdicom,
+    decode_c_store_rsp,
+    encode_c_store_rq,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness.synth import make_instance, write_dataset  # noqa: E402
+
+
+def test_pynetdicom_internals_used_by_the_low_latency_sender_are_present() -> None:
+    assert check_low_latency_requestor() == []
+    assert check_pynetdicom() == []
+
+
+@pytest.mark.parametrize("sop_instance", ["1.2.3.4", "1.2.840.113619.2.55.3.604688119.971.1234567890.12"])
+def test_command_set_is_encoded_exactly_like_pynetdicom(sop_instance: str) -> None:
+    req = C_STORE()
+    req.MessageID = 7
+    req.Priority = 2
+    req.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    req.AffectedSOPInstanceUID = sop_instance
+    req.DataSet = BytesIO(b"\x08\x00\x16\x00\x02\x00\x00\x001\x00")
+    msg = C_STORE_RQ()
+    msg.primitive_to_message(req)
+    expected = b"".join(pdv[1:] for pdv in _command_fragments(msg))
+    assert encode_c_store_rq(7, "1.2.840.10008.5.1.4.1.1.2", sop_instance) == expected
+
+
+def _command_fragments(msg: C_STORE_RQ) -> list[bytes]:
+    return [p.presentation_data_value_list[0][1] for p in msg.encode_msg(1, 0)][:1]
+
+
+def test_c_store_rsp_is_decoded_by_hand() -> None:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 513
+    rsp.Status = 0xA700
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    rsp.AffectedSOPInstanceUID = "1.2.3.45"
+    rsp.ErrorComment = "disk full"
+    msg = C_STORE_RSP()
+    msg.primitive_to_message(rsp)
+    encoded = next(iter(msg.encode_msg(1, 0))).presentation_data_value_list[0][1][1:]
+    decoded = decode_c_store_rsp(encoded)
+    assert decoded is not None
+    assert (decoded.MessageIDBeingRespondedTo, decoded.Status) == (513, 0xA700)
+    assert decoded.AffectedSOPInstanceUID == "1.2.3.45" and decoded.ErrorComment == "disk full"
+    assert decode_c_store_rsp(encode_c_store_rq(1, "1.2", "1.3")) is None  # a request, not a response
+    assert decode_c_store_rsp(encoded[:-3]) is None  # truncated
+
+
+@pytest.mark.parametrize(
+    "ts", [ExplicitVRLittleEndian, RLELossless, "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99"]
+)
+def test_meta_and_structure_checks(tmp_path: Path, ts: str) -> None:
+    ds = make_instance(transfer_syntax=ts, pixel_bytes=2048)
+    path = write_dataset(ds, tmp_path / "a.dcm")
+    info = dicomfile.read_meta(path)
+    assert (info.sop_instance_uid, info.transfer_syntax) == (ds.SOPInstanceUID, ts)
+    data = dicomfile.read_dataset_bytes(info)
+    assert len(data) == info.dataset_size
+    raw = path.read_bytes()
+    for cut in (2, 17, len(data) // 2):  # (deflated data may end with one padding byte)
+        with pytest.raises(dicomfile.InvalidDicomError):
+            dicomfile.check_structure(memoryview(raw)[info.dataset_offset : len(raw) - cut], ts)
+    (tmp_path / "b.txt").write_bytes(b"hello" * 100)
+    with pytest.raises(dicomfile.NotDicomError):
+        dicomfile.read_meta(tmp_path / "b.txt")
+
+
+def test_plan_splits_over_128_contexts_and_stripes(tmp_path: Path) -> None:
+    infos = [
+        dicomfile.DicomFileInfo(f"/f{n}", f"1.2.3.{n % 100}", f"9.{n}", ExplicitVRLittleEndian, 200, 1000)
+        for n in range(300)
+    ]
+    jobs = plan(infos, parallel=3, transcode=True)
+    assert all(len(job.contexts) <= 128 for job in jobs)
+    assert sorted(i.path for job in jobs for i in job.files) == sorted(i.path for i in infos)
+    assert len(jobs) == 2 * 3  # 200 contexts with fallbacks -> 2 groups, each striped 3 ways
+
+
+def test_manifest_shapes() -> None:
+    manifest = {"studies": {"1.2": {"files": ["/a", "/b"], "instances": 2, "bytes": 10}}, "run_id": "x"}
+    assert files_from_manifest(manifest) == ["/a", "/b"]
+    assert files_from_manifest({"files": ["/c"]}) == ["/c"]
+    with pytest.raises(ValueError, match="studies"):
+        files_from_manifest({"other": 1})
