@@ -26,6 +26,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_dicom.operators.echo",
                     "airflow_dicom.operators.find",
+                    "airflow_dicom.operators.retrieve",
                     "airflow_dicom.operators.store",
                 ],
             }

@@ -6,8 +6,9 @@ in :mod:`airflow_dicom.dimse`, which has no Airflow import.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
@@ -15,6 +16,16 @@ from airflow.sdk import BaseHook
 from airflow_dicom.dimse.echo import EchoResult, echo
 from airflow_dicom.dimse.errors import DicomError
 from airflow_dicom.dimse.node import DicomNode
+from airflow_dicom.dimse.retrieve import (
+    GET,
+    MOVE,
+    Attempt,
+    MoveDestination,
+    RetrieveItem,
+    RetrieveOptions,
+    RetrieveResult,
+    retrieve,
+)
 from airflow_dicom.hooks.connection import node_from_connection
 
 if TYPE_CHECKING:
@@ -64,6 +75,72 @@ class DicomHook(BaseHook):
         :raises DicomError: unreachable, rejected, aborted or a failure status.
         """
         return echo(self.node)
+
+    def move(
+        self,
+        items: Sequence[RetrieveItem],
+        destination: MoveDestination,
+        *,
+        options: RetrieveOptions | None = None,
+        completed: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+        should_continue: Callable[[], bool] | None = None,
+        on_attempt: Callable[[Attempt], None] | None = None,
+    ) -> RetrieveResult:
+        """C-MOVE ``items`` to ``destination`` (see :func:`airflow_dicom.dimse.retrieve.retrieve`).
+
+        :param items: what to retrieve.
+        :param destination: a third node, our receiver service, or an embedded receiver for this call.
+        :param options: parallelism, retries, time budget, throttling.
+        :param completed: items complete in a previous retrieval report (skipped).
+        :param should_continue: polled before each request; False stops starting new ones.
+        :param on_attempt: called with every attempt.
+        """
+        return retrieve(
+            self.node,
+            items,
+            service=MOVE,
+            destination=destination,
+            options=options,
+            completed=completed,
+            should_continue=should_continue,
+            on_attempt=on_attempt,
+        )
+
+    def get(
+        self,
+        items: Sequence[RetrieveItem],
+        data_dir: str | Path,
+        *,
+        layout: str = "patient",
+        options: RetrieveOptions | None = None,
+        completed: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+        should_continue: Callable[[], bool] | None = None,
+        on_attempt: Callable[[Attempt], None] | None = None,
+        sop_classes: Sequence[str] | None = None,
+    ) -> RetrieveResult:
+        """C-GET ``items`` into ``data_dir`` through the receiver's store core.
+
+        :param items: what to retrieve.
+        :param data_dir: where instances are stored (with arrival records).
+        :param layout: storage layout (``patient``, ``study`` or ``flat``).
+        :param options: parallelism, retries, time budget, throttling.
+        :param completed: items complete in a previous retrieval report (skipped).
+        :param should_continue: polled before each request; False stops starting new ones.
+        :param on_attempt: called with every attempt.
+        :param sop_classes: storage SOP classes to accept (default: common ones).
+        """
+        return retrieve(
+            self.node,
+            items,
+            service=GET,
+            data_dir=data_dir,
+            layout=layout,
+            options=options,
+            completed=completed,
+            should_continue=should_continue,
+            on_attempt=on_attempt,
+            sop_classes=sop_classes,
+        )
 
     def send(
         self,

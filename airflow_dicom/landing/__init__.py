@@ -1,4 +1,4 @@
-"""Landing C-FIND results: typed pyarrow tables, Parquet datasets, CSV and SQL (no Airflow import)."""
+"""Landing of DICOM results: typed C-FIND tables (Parquet, CSV, SQL) and retrieval reports."""
 
 from __future__ import annotations
 

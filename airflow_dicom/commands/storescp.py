@@ -1,0 +1,86 @@
+"""``airflow-dicom storescp``: the long-running receiver (Storage SCP) service.
+
+Logs one line per association (calling AE, counts, bytes, seconds; never patient data). SIGTERM or
+SIGINT stops accepting associations, lets in-flight ones finish (``--grace`` seconds) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+from airflow_dicom.cli import CliError, Command, command
+
+
+@command("storescp", "run a receiver (Storage SCP) writing what it receives under a data directory")
+def setup(parser: argparse.ArgumentParser) -> Command:
+    parser.add_argument("--aet", required=True, help="our AE title")
+    parser.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    parser.add_argument("--data-dir", required=True, help="directory where instances are stored")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all interfaces)")
+    parser.add_argument(
+        "--layout",
+        choices=["patient", "study", "flat"],
+        default="patient",
+        help="patient: <PatientID>/<Study>/<Series>/<SOP>.dcm (default); study: <Study>/<Series>/<SOP>.dcm; "
+        "flat: <SOP>.dcm",
+    )
+    parser.add_argument(
+        "--allow-aet",
+        action="append",
+        default=[],
+        metavar="AET",
+        help="accept associations only from this calling AE title (repeatable; default: any)",
+    )
+    parser.add_argument("--max-associations", type=int, default=10, help="concurrent associations at most")
+    parser.add_argument(
+        "--fsync", action="store_true", help="fsync every file before it is renamed into place"
+    )
+    parser.add_argument("--timeout", type=float, default=60, help="DIMSE and network timeout in seconds")
+    parser.add_argument(
+        "--grace", type=float, default=60, help="seconds in-flight associations get to finish on SIGTERM"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from airflow_dicom.dimse.receiver import Receiver
+
+        if not 0 < args.port < 65536:
+            raise CliError(f"--port {args.port} is not a TCP port")
+        if args.max_associations < 1:
+            raise CliError("--max-associations must be at least 1")
+        if not args.aet or len(args.aet) > 16:
+            raise CliError("--aet must be 1 to 16 characters")
+        # the per-association lines are this command's output: INFO for our logger even without -v
+        logging.getLogger("airflow_dicom.dimse.receiver").setLevel(logging.INFO)
+        if not logging.getLogger().handlers:
+            logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            receiver = Receiver(
+                args.data_dir,
+                ae_title=args.aet,
+                host=args.host,
+                port=args.port,
+                layout=args.layout,
+                allowed_aets=args.allow_aet or None,
+                max_associations=args.max_associations,
+                fsync=args.fsync,
+                dimse_timeout=args.timeout,
+                network_timeout=args.timeout,
+            )
+            receiver.start()
+        except OSError as exc:
+            print(f"airflow-dicom storescp: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            return 1
+
+        def stop(signum: int, frame: Any) -> None:
+            receiver.request_stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        receiver.serve_forever(grace=args.grace)
+        return 0
+
+    return run

@@ -1,0 +1,185 @@
+"""The retrieval report: one Parquet row per requested item and attempt (the audit trail of C-MOVE/C-GET).
+
+The report is a directory of Parquet files (a pyarrow dataset). Every retrieval run appends new files
+(``part-<time>-<token>.parquet``) and never rewrites old ones, so the trail of attempts is complete. The
+latest row per ``(level, uid)`` tells whether an item is complete; :func:`completed_items` reads exactly that
+for the resume logic. ``path`` may be a local directory or any URL pyarrow's filesystems understand
+(``s3://``, ``gs://``...).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+#: columns of the report, in order, with their types.
+REPORT_SCHEMA = pa.schema(
+    [
+        ("uid", pa.string()),
+        ("level", pa.string()),
+        ("study_uid", pa.string()),
+        ("series_uid", pa.string()),
+        ("service", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("dimse_status", pa.int32()),
+        ("expected", pa.int64()),
+        ("completed", pa.int64()),
+        ("failed", pa.int64()),
+        ("warning", pa.int64()),
+        ("received", pa.int64()),
+        ("bytes", pa.int64()),
+        ("attempt", pa.int32()),
+        ("started", pa.timestamp("ms", tz="UTC")),
+        ("finished", pa.timestamp("ms", tz="UTC")),
+        ("seconds", pa.float64()),
+        ("node", pa.string()),
+        ("destination", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+
+#: ``status`` values.
+COMPLETE = "complete"
+FAILED = "failed"
+SKIPPED = "skipped"
+NOT_STARTED = "not_started"
+
+
+def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), path
+
+
+def write_report(rows: Iterable[Mapping[str, Any]], path: str) -> str | None:
+    """Append ``rows`` to the report at ``path`` as one new Parquet file; return the file's path.
+
+    :param rows: mappings with (a subset of) the :data:`REPORT_SCHEMA` columns; missing ones are null.
+    :param path: the report directory (created if needed) or URL.
+    :return: the written file, or ``None`` when there were no rows.
+    """
+    rows = list(rows)
+    if not rows:
+        return None
+    columns = {name: [row.get(name) for row in rows] for name in REPORT_SCHEMA.names}
+    table = pa.Table.from_pydict(columns, schema=REPORT_SCHEMA)
+    fs, root = _filesystem(str(path))
+    fs.create_dir(root, recursive=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    target = f"{root.rstrip('/')}/part-{stamp}-{secrets.token_hex(4)}.parquet"
+    tmp = target + ".tmp"
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, target)
+    return target
+
+
+def read_report(path: str) -> Any:
+    """The whole report as a pandas DataFrame (empty, with the report's columns, if there is none yet).
+
+    :param path: the report directory or URL.
+    """
+    fs, root = _filesystem(str(path))
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        return REPORT_SCHEMA.empty_table().to_pandas()
+    dataset = pads.dataset(
+        root,
+        schema=REPORT_SCHEMA,
+        format="parquet",
+        filesystem=fs,
+        exclude_invalid_files=True,
+        ignore_prefixes=[".", "_"],
+    )
+    table = dataset.to_table()
+    frame = table.to_pandas()
+    return frame.sort_values(["finished", "attempt"], kind="stable").reset_index(drop=True)
+
+
+def latest_rows(path: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest row per ``(level, uid)`` (rows with status ``skipped`` do not override real attempts).
+
+    :param path: the report directory or URL.
+    """
+    frame = read_report(path)
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in frame.to_dict("records"):
+        key = (row["level"], row["uid"])
+        if row["status"] == SKIPPED and key in latest:
+            continue
+        latest[key] = row
+    return latest
+
+
+def completed_items(path: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """``(level, uid)`` of every item whose latest attempt in the report is complete, with that row.
+
+    :param path: the report directory or URL.
+    """
+    return {key: row for key, row in latest_rows(path).items() if row["status"] in (COMPLETE, SKIPPED)}
+
+
+class ReportWriter:
+    """Buffers report rows and appends them to the report in batches (one Parquet file per flush).
+
+    Thread-safe: retrieval workers add rows as attempts finish. Use as a context manager so the last rows are
+    written even when the run fails.
+
+    :param path: the report directory or URL; ``None`` keeps nothing (rows are only counted).
+    :param run_id: stamped on every row.
+    :param batch: rows per file (a flush also happens every ``interval`` seconds).
+    :param interval: seconds between time-based flushes.
+    """
+
+    def __init__(
+        self, path: str | None, run_id: str | None, *, batch: int = 200, interval: float = 60.0
+    ) -> None:
+        import threading
+        import time
+
+        self.path = str(path) if path else None
+        self.run_id = run_id
+        self.batch = batch
+        self.interval = interval
+        self.files: list[str] = []
+        self.rows_written = 0
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._clock = time.monotonic
+        self._last = self._clock()
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Queue one row (flushed when the batch is full or the interval passed).
+
+        :param row: a report row; ``run_id`` is filled in.
+        """
+        with self._lock:
+            self._rows.append({**row, "run_id": row.get("run_id") or self.run_id})
+            due = len(self._rows) >= self.batch or self._clock() - self._last >= self.interval
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued rows now."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+            self._last = self._clock()
+            if not rows or self.path is None:
+                return
+            written = write_report(rows, self.path)
+            if written:
+                self.files.append(written)
+                self.rows_written += len(rows)
+
+    def __enter__(self) -> ReportWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.flush()
