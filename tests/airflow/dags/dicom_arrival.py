@@ -5,17 +5,20 @@
   writes the sensor's manifest to ``conf["out"]``.
 * ``dicom_arrival_timeout``: studies and expected counts templated from the conf; 6 s timeout.
 * ``dicom_arrival_poke``: the same in ``poke`` mode (not deferred), quiet-period completion.
+* ``dicom_study_arrived``: scheduled on an Asset whose ``AssetWatcher`` runs DicomStudyArrivedTrigger.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Asset, AssetWatcher, task
 
 from airflow_dicom.sensors.arrival import DicomArrivalSensor
+from airflow_dicom.triggers.arrival import DicomStudyArrivedTrigger
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 
@@ -87,3 +90,28 @@ with DAG(
         timeout=60,
     )
     write_manifest(waited.output)
+
+
+# Scheduled on "a study finished arriving": the watcher's trigger runs in the triggerer. The data
+# directory comes from the environment of the DAG processor / triggerer.
+_WATCHED = Asset(
+    "dicom-receiver-studies",
+    watchers=[
+        AssetWatcher(
+            name="dicom_study_arrived",
+            trigger=DicomStudyArrivedTrigger(
+                data_dir=os.environ.get("DICOM_RECEIVER_DATA_DIR", "/var/lib/dicom"), quiet_period=60
+            ),
+        )
+    ],
+)
+
+with DAG("dicom_study_arrived", schedule=[_WATCHED], start_date=START, catchup=False):
+
+    @task(inlets=[_WATCHED])
+    def process(**context):
+        """Each triggering event names a study that finished arriving."""
+        events = context["triggering_asset_events"][_WATCHED]
+        return [event.extra["payload"]["study_uid"] for event in events]
+
+    process()
