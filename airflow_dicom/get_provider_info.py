@@ -21,6 +21,8 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [{"integration-name": integration, "tags": ["protocol"]}],
         "hooks": [{"integration-name": integration, "python-modules": ["airflow_dicom.hooks.dicom"]}],
         "operators": [{"integration-name": integration, "python-modules": ["airflow_dicom.operators.echo"]}],
+        "sensors": [{"integration-name": integration, "python-modules": ["airflow_dicom.sensors.arrival"]}],
+        "triggers": [{"integration-name": integration, "python-modules": ["airflow_dicom.triggers.arrival"]}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_dicom.hooks.dicom.DicomHook",

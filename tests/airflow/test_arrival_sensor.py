@@ -115,3 +115,18 @@ def test_poke_mode_completes_on_quiet_period(
     manifest = json.loads(out.read_text())
     entry = manifest["studies"][study.study_uid]
     assert entry["expected"] is None and entry["instances"] == study.n_instances
+
+
+def test_reschedule_mode(receiver: Receiver, studies: Corpus, tmp_path: Path, load_dag: Any) -> None:
+    out = tmp_path / "manifest.json"
+    study = studies.studies[1]
+    files = studies.files_of_study(study.study_uid)[:3]
+    sender = _send_later(receiver, files, delay=2)
+    dag = load_dag("dicom_arrival_reschedule", "dicom_arrival.py")
+    run = dag.test(
+        run_conf={"data_dir": str(receiver.data_dir), "studies": [study.study_uid], "out": str(out)}
+    )
+    sender.join()
+    assert run.state == "success"
+    entry = json.loads(out.read_text())["studies"][study.study_uid]
+    assert entry["expected"] == 3 and {Path(f).stem for f in entry["files"]} == {p.stem for p in files}

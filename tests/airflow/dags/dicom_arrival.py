@@ -115,3 +115,24 @@ with DAG("dicom_study_arrived", schedule=[_WATCHED], start_date=START, catchup=F
         return [event.extra["payload"]["study_uid"] for event in events]
 
     process()
+
+
+with DAG(
+    "dicom_arrival_reschedule",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    render_template_as_native_obj=True,
+    params={"data_dir": "", "studies": [], "out": ""},
+):
+    rescheduled = DicomArrivalSensor(
+        task_id="wait",
+        data_dir="{{ params.data_dir }}",
+        studies="{{ params.studies }}",
+        expected_instances=3,
+        deferrable=False,
+        mode="reschedule",
+        poke_interval=1,
+        timeout=60,
+    )
+    write_manifest(rescheduled.output)
