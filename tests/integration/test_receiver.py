@@ -376,3 +376,28 @@ def test_small_pdus_fragment_commands_and_datasets(
         stored = receiver.data_dir / f"{inst.sop_uid}.dcm"
         assert dataset_bytes_of(stored) == dataset_bytes_of(sub.paths[inst.sop_uid])
     assert echoscu("127.0.0.1", receiver.port, receiver.ae_title).returncode == 0  # other messages too
+
+
+@pytest.mark.slow
+def test_long_repeated_runs_never_hang(start_receiver: Callable[..., Receiver], tmp_path: Path) -> None:
+    """pynetdicom#875-style lost responses would leave storescu waiting for its 10 s DIMSE timeout."""
+    receiver = start_receiver(layout="flat")
+    corpus = make_corpus(
+        n_patients=20,
+        studies_per_patient=1,
+        series_per_study=1,
+        instances_per_series=50,
+        pixel_bytes=1024,
+        transfer_syntaxes=[ExplicitVRLittleEndian],
+        modalities=("CT",),
+        seed=875,
+    )
+    corpus.write(tmp_path / "src")
+    for _ in range(3):
+        started = time.monotonic()
+        proc = storescu("127.0.0.1", receiver.port, receiver.ae_title, [tmp_path / "src"], propose="")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert time.monotonic() - started < 30
+        assert "Store Failed" not in proc.stderr and "Peer Aborted" not in proc.stderr
+    assert {p.stem for p in dcm_files(receiver.data_dir)} == corpus.sop_uids
+    assert sum(study_arrivals(receiver.data_dir, s).received for s in corpus.study_uids) == 1000
