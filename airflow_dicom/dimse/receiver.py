@@ -44,7 +44,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
-from airflow_dicom.dimse.arrivals import ArrivalLog, ArrivalRecord, now
+from airflow_dicom.dimse.arrivals import ArrivalLog, ArrivalRecord, StudyArrivals, now, study_arrivals
 from airflow_dicom.dimse.status import Status
 from airflow_dicom.dimse.storage_layout import (
     Layout,
@@ -286,7 +286,7 @@ class StoreWriter:
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
             transfer_syntax=str(event.context.transfer_syntax),
-            calling_ae=str(assoc.requestor.ae_title or "").strip(),
+            calling_ae=_peer_ae_title(assoc),
         )
         stats = self.stats_for(assoc)
         if outcome.instance is not None:
@@ -295,6 +295,13 @@ class StoreWriter:
         else:
             stats.failed += 1
         return outcome.status
+
+    def study(self, study_uid: str) -> StudyArrivals:
+        """What has arrived for ``study_uid`` (from the arrival records of every writer of this data dir).
+
+        :param study_uid: the StudyInstanceUID.
+        """
+        return study_arrivals(self.data_dir, study_uid)
 
     def stats_for(self, assoc: Any) -> AssociationStats:
         """The counters of an association (created on first use).
@@ -577,6 +584,12 @@ def _writer_token() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def _peer_ae_title(assoc: Any) -> str:
+    """The sender's AE title: the requestor for a server, the acceptor (the PACS) for a C-GET requestor."""
+    user = assoc.requestor if getattr(assoc, "is_acceptor", True) else assoc.acceptor
+    return str(user.ae_title or "").strip()
+
+
 def _ae_for_meta(calling_ae: str) -> str:
     title = "".join(c for c in calling_ae if 32 <= ord(c) < 127 and c != "\\")
     return title[:16]
@@ -653,6 +666,13 @@ class Receiver:
     def data_dir(self) -> Path:
         """The (resolved) data directory."""
         return self.writer.data_dir
+
+    def study(self, study_uid: str) -> StudyArrivals:
+        """What has arrived for ``study_uid`` (received count, bytes, last arrival, SOP UIDs, paths).
+
+        :param study_uid: the StudyInstanceUID.
+        """
+        return self.writer.study(study_uid)
 
     @property
     def port(self) -> int:

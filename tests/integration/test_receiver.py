@@ -400,4 +400,4 @@ def test_long_repeated_runs_never_hang(start_receiver: Callable[..., Receiver], 
         assert time.monotonic() - started < 30
         assert "Store Failed" not in proc.stderr and "Peer Aborted" not in proc.stderr
     assert {p.stem for p in dcm_files(receiver.data_dir)} == corpus.sop_uids
-    assert sum(study_arrivals(receiver.data_dir, s).received for s in corpus.study_uids) == 1000
+    assert sum(receiver.study(s).received for s in corpus.study_uids) == 1000
