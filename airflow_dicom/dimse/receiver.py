@@ -78,6 +78,10 @@ _HEADER_TAGS = [
 ]
 
 
+#: bytes of a deflated dataset inflated to find the header tags
+_MAX_INFLATED_HEADER = 4 << 20
+
+
 class UnreadableDatasetError(ValueError):
     """The received bytes are not a dataset we can read the identifiers from."""
 
@@ -118,8 +122,8 @@ def read_identifiers(data: bytes, transfer_syntax: str) -> Identifiers:
     """
     ts = UID(transfer_syntax)
     try:
-        if ts.is_deflated:
-            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
+        if ts.is_deflated:  # the header is near the start: never inflate a whole (possibly hostile) stream
+            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, _MAX_INFLATED_HEADER)
         ds = read_dataset(
             io.BytesIO(data),
             ts.is_implicit_VR,
