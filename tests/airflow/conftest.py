@@ -9,6 +9,7 @@ temporary ``AIRFLOW_HOME`` and at ``tests/airflow/dags`` as the DAG folder; the 
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ if "airflow" in sys.modules:  # pragma: no cover - collection order changed
     warnings.warn("airflow was imported before tests/airflow/conftest.py set AIRFLOW_HOME", stacklevel=1)
 
 _HOME = Path(tempfile.mkdtemp(prefix="airflow-home-"))
+atexit.register(shutil.rmtree, _HOME, True)  # also when no test here ran (deselected)
 _ENV = {
     "AIRFLOW_HOME": str(_HOME),
     "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
