@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -68,7 +68,16 @@ class ArrivalRecord:
 
     def to_line(self) -> bytes:
         """The record as one JSON line (with the trailing newline)."""
-        data = asdict(self)
+        data = {
+            "study_uid": self.study_uid,
+            "series_uid": self.series_uid,
+            "sop_uid": self.sop_uid,
+            "sop_class_uid": self.sop_class_uid,
+            "path": self.path,
+            "bytes": self.bytes,
+            "calling_ae": self.calling_ae,
+            "time": self.time,
+        }
         data["iso_time"] = datetime.fromtimestamp(self.time, timezone.utc).isoformat(timespec="milliseconds")
         return (json.dumps(data, separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
 

@@ -27,6 +27,7 @@ import queue
 import select
 import socket
 import struct
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -207,46 +208,64 @@ class EventDrivenDUL(_dul.DULServiceProvider):
 
     def __init__(self, assoc: Any) -> None:
         super().__init__(assoc)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        # the pipe exists only while the DUL thread runs; the lock makes sure no thread ever writes to a
+        # closed descriptor (its number may already belong to another file or another peer's socket)
+        self._wake_lock = threading.Lock()
+        self._wake_r: int | None = None
+        self._wake_w: int | None = None
 
     def send_pdu(self, primitive: Any) -> None:
         super().send_pdu(primitive)
         self.wake()
 
     def wake(self) -> None:
-        """Interrupt the DUL thread's wait (safe from any thread, never blocks)."""
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):  # pipe full (a wake-up is pending anyway) or closed
-            pass
+        """Interrupt the DUL thread's wait (safe from any thread, never blocks; no-op when not running)."""
+        with self._wake_lock:
+            if self._wake_w is None:
+                return
+            try:
+                os.write(self._wake_w, b"\0")
+            except OSError:  # pipe full: a wake-up is pending anyway
+                pass
 
     def _idle_wait(self) -> None:
         """Wait until the socket is readable, a primitive is queued, or IDLE_WAIT has passed."""
         sock = getattr(self.socket, "socket", None)
-        if sock is None or (_ssl is not None and isinstance(sock, _ssl.SSLSocket)):
+        wake_r = self._wake_r  # only this (the DUL) thread opens and closes it
+        if sock is None or wake_r is None or (_ssl is not None and isinstance(sock, _ssl.SSLSocket)):
             time.sleep(self._run_loop_delay)  # TLS may buffer data select() cannot see
             return
         try:
-            readable, _, _ = select.select([sock, self._wake_r], [], [], IDLE_WAIT)
+            readable, _, _ = select.select([sock, wake_r], [], [], IDLE_WAIT)
         except (OSError, ValueError):  # socket closed under us: let the loop find out
             return
-        if self._wake_r in readable:
+        if wake_r in readable:
             try:
-                os.read(self._wake_r, 4096)
-            except (BlockingIOError, OSError):
-                pass
-
-    def _close_wake(self) -> None:
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
+                os.read(wake_r, 4096)
             except OSError:
                 pass
 
+    def _open_wake(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        with self._wake_lock:
+            self._wake_r, self._wake_w = read_fd, write_fd
+
+    def _close_wake(self) -> None:
+        with self._wake_lock:
+            fds = (self._wake_r, self._wake_w)
+            self._wake_r = self._wake_w = None
+            for fd in fds:
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+
     def run_reactor(self) -> None:
         """pynetdicom 3.0's DUL loop with the idle ``time.sleep`` replaced by :meth:`_idle_wait`."""
+        self._open_wake()
         try:
             self._run_reactor_loop()
         finally:
@@ -361,6 +380,10 @@ class FastStoreDIMSE(_pdimse.DIMSEServiceProvider):
     pynetdicom's message objects).
     """
 
+    #: serve complete C-STORE requests in the DUL thread that decoded them (the peer is waiting for the
+    #: response anyway: one thread reads, stores and answers, without two thread hand-overs per message)
+    serve_in_dul_thread = True
+
     def __init__(self, assoc: Any) -> None:
         super().__init__(assoc)
         self._standard = False  # the message being received goes pynetdicom's way
@@ -424,7 +447,11 @@ class FastStoreDIMSE(_pdimse.DIMSEServiceProvider):
             request = self._request
             request.DataSet = io.BytesIO(b"".join(self._data))
             self._pending, self._command, self._data, self._request = [], bytearray(), [], None
-            self.msg_queue.put((context_id, request))
+            if self.serve_in_dul_thread and self.msg_queue.empty():
+                # store and answer right here: no hand-over to the association thread and back
+                self.assoc._serve_request(request, context_id)
+            else:
+                self.msg_queue.put((context_id, request))
 
     def _build_request(self, command: bytes) -> Any:
         """A C_STORE primitive from a C-STORE-RQ command set; None to use the standard path."""
