@@ -31,6 +31,8 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "sensors": [{"integration-name": integration, "python-modules": ["airflow_dicom.sensors.arrival"]}],
+        "triggers": [{"integration-name": integration, "python-modules": ["airflow_dicom.triggers.arrival"]}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_dicom.hooks.dicom.DicomHook",

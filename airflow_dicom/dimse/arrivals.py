@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -68,7 +68,16 @@ class ArrivalRecord:
 
     def to_line(self) -> bytes:
         """The record as one JSON line (with the trailing newline)."""
-        data = asdict(self)
+        data = {
+            "study_uid": self.study_uid,
+            "series_uid": self.series_uid,
+            "sop_uid": self.sop_uid,
+            "sop_class_uid": self.sop_class_uid,
+            "path": self.path,
+            "bytes": self.bytes,
+            "calling_ae": self.calling_ae,
+            "time": self.time,
+        }
         data["iso_time"] = datetime.fromtimestamp(self.time, timezone.utc).isoformat(timespec="milliseconds")
         return (json.dumps(data, separators=(",", ":"), ensure_ascii=True) + "\n").encode("ascii")
 
@@ -203,6 +212,8 @@ class ArrivalLog:
                     raise OSError(f"short write of an arrival record ({written} of {len(line)} bytes)")
             finally:
                 os.close(fd)
+            # the study directory's mtime marks recent activity for watchers scanning many studies
+            os.utime(study_dir)
 
 
 def _read_records(path: Path) -> Iterable[ArrivalRecord]:
@@ -269,6 +280,121 @@ def study_mtime(data_dir: str | os.PathLike[str], study_uid: str) -> float | Non
     except FileNotFoundError:
         return None
     return max(times, default=None)
+
+
+def active_studies(data_dir: str | os.PathLike[str], since: float) -> dict[str, float]:
+    """Studies with an arrival recorded at or after ``since``: ``{study_uid: directory mtime}``.
+
+    Costs one ``stat`` per recorded study (each append touches its study's directory), never reads
+    records; meant for watchers that poll a data directory holding many studies.
+
+    :param data_dir: the data directory.
+    :param since: epoch seconds.
+    """
+    out: dict[str, float] = {}
+    try:
+        entries = os.scandir(Path(data_dir) / ARRIVALS_DIR)
+    except FileNotFoundError:
+        return out
+    with entries:
+        for entry in entries:
+            try:
+                mtime = entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if mtime >= since and is_valid_uid(entry.name):
+                out[entry.name] = mtime
+    return out
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """Where one study stands against its completion rule.
+
+    :param study_uid: the StudyInstanceUID.
+    :param expected: expected instance count, None if unknown.
+    :param received: distinct instances stored.
+    :param bytes: total size of the stored files.
+    :param last_arrival: epoch seconds of the latest arrival (None if none).
+    :param complete: True when the rule is met.
+    :param files: absolute paths of the stored files (empty unless asked for).
+    """
+
+    study_uid: str
+    expected: int | None
+    received: int
+    bytes: int
+    last_arrival: float | None
+    complete: bool
+    files: tuple[str, ...] = ()
+
+    def describe(self, quiet_period: float) -> str:
+        """One line for a timeout message: received/expected counts."""
+        if self.expected is not None:
+            return f"study {self.study_uid}: received {self.received} of {self.expected} expected instances"
+        if self.received == 0:
+            return f"study {self.study_uid}: received 0 instances (no expected count known)"
+        return (
+            f"study {self.study_uid}: received {self.received} instances (no expected count known), "
+            f"still arriving within the last {quiet_period:g} s"
+        )
+
+    def manifest_entry(self) -> dict:
+        """This study's manifest entry: files, instances, bytes, expected."""
+        return {
+            "instances": self.received,
+            "bytes": self.bytes,
+            "expected": self.expected,
+            "last_arrival": self.last_arrival,
+            "files": list(self.files),
+        }
+
+
+def assess_studies(
+    data_dir: str | os.PathLike[str],
+    expected: dict[str, int | None],
+    *,
+    quiet_period: float,
+    include_files: bool = True,
+    at: float | None = None,
+) -> list[StudyProgress]:
+    """Check each study against its completion rule.
+
+    A study is complete when it has at least its expected number of instances, or, when no count is
+    known, when it has at least one instance and none arrived during the last ``quiet_period`` seconds.
+
+    :param data_dir: the data directory.
+    :param expected: ``{StudyInstanceUID: expected count or None}``.
+    :param quiet_period: seconds without a new instance that complete a study of unknown size.
+    :param include_files: list the files of each study.
+    :param at: the current time (epoch seconds; default now).
+    """
+    current = now() if at is None else at
+    out = []
+    for study_uid, count in expected.items():
+        state = study_arrivals(data_dir, study_uid)
+        last = state.last_arrival
+        if count is not None:
+            complete = state.received >= count
+        else:
+            complete = state.received > 0 and last is not None and current - last >= quiet_period
+        files = tuple(str(p) for p in state.paths(data_dir)) if include_files else ()
+        out.append(StudyProgress(study_uid, count, state.received, state.bytes, last, complete, files))
+    return out
+
+
+def manifest(data_dir: str | os.PathLike[str], progress: list[StudyProgress]) -> dict:
+    """The JSON-serialisable manifest of studies: per study files, instances and bytes, plus totals.
+
+    :param data_dir: the data directory.
+    :param progress: from :func:`assess_studies`.
+    """
+    return {
+        "data_dir": str(data_dir),
+        "studies": {p.study_uid: p.manifest_entry() for p in progress},
+        "instances": sum(p.received for p in progress),
+        "bytes": sum(p.bytes for p in progress),
+    }
 
 
 def now() -> float:

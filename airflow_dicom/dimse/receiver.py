@@ -26,6 +26,7 @@ import os
 import queue
 import secrets
 import socket
+import struct
 import threading
 import time
 import weakref
@@ -44,7 +45,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
-from airflow_dicom.dimse.arrivals import ArrivalLog, ArrivalRecord, now
+from airflow_dicom.dimse.arrivals import ArrivalLog, ArrivalRecord, StudyArrivals, now, study_arrivals
 from airflow_dicom.dimse.status import Status
 from airflow_dicom.dimse.storage_layout import (
     Layout,
@@ -78,6 +79,10 @@ _HEADER_TAGS = [
 ]
 
 
+#: bytes of a deflated dataset inflated to find the header tags
+_MAX_INFLATED_HEADER = 4 << 20
+
+
 class UnreadableDatasetError(ValueError):
     """The received bytes are not a dataset we can read the identifiers from."""
 
@@ -106,6 +111,105 @@ def _text(raw: Any) -> str | None:
     return str(value).rstrip("\0 ").strip()
 
 
+#: explicit VRs with a 4-byte length (PS3.5 7.1.2)
+_LONG_LENGTH_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_WANTED = {int(t): t for t in _HEADER_TAGS}
+_LAST_WANTED = int(_SERIES_UID)
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+
+
+class _ScanError(Exception):
+    """The fast scanner met something it does not handle: use pydicom."""
+
+
+def _element_header(data: bytes, pos: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
+    """(tag, VR, value length, position of the value) of the element at ``pos``."""
+    if pos + 8 > len(data):
+        raise _ScanError
+    group, element = struct.unpack_from("<HH", data, pos)
+    tag = group << 16 | element
+    if implicit or group == 0xFFFE:
+        return tag, None, struct.unpack_from("<I", data, pos + 4)[0], pos + 8
+    vr = data[pos + 4 : pos + 6]
+    if vr in _LONG_LENGTH_VRS:
+        if pos + 12 > len(data):
+            raise _ScanError
+        return tag, vr, struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+    if not vr.isalpha():
+        raise _ScanError
+    return tag, vr, struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+
+
+def _skip_sequence(data: bytes, pos: int, implicit: bool, depth: int) -> int:
+    """Skip an undefined-length sequence's items; return the position after its delimiter."""
+    if depth > 16:
+        raise _ScanError
+    while True:
+        tag, _, length, pos = _element_header(data, pos, True)
+        if tag == _SEQUENCE_END:
+            return pos
+        if tag != _ITEM:
+            raise _ScanError
+        if length != _UNDEFINED:
+            pos += length
+            continue
+        while True:  # elements of an undefined-length item, up to its delimiter
+            tag, vr, length, pos = _element_header(data, pos, implicit)
+            if tag == _ITEM_END:
+                break
+            if length == _UNDEFINED:
+                if vr not in (None, b"SQ"):  # e.g. UN of undefined length (implicit inside): pydicom
+                    raise _ScanError
+                pos = _skip_sequence(data, pos, implicit, depth + 1)
+            else:
+                pos += length
+
+
+def _scan_header(data: bytes, implicit: bool) -> dict[int, bytes]:
+    """Raw values of the wanted top-level elements, reading little endian elements up to (0020,000E)."""
+    found: dict[int, bytes] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        tag, vr, length, pos = _element_header(data, pos, implicit)
+        if tag > _LAST_WANTED:
+            break
+        if tag >> 16 == 0xFFFE:
+            raise _ScanError
+        if length == _UNDEFINED:
+            if vr not in (None, b"SQ"):
+                raise _ScanError
+            pos = _skip_sequence(data, pos, implicit, 0)
+            continue
+        if pos + length > end:
+            raise _ScanError
+        if tag in _WANTED:
+            found[tag] = data[pos : pos + length]
+        pos += length
+    return found
+
+
+def _identifiers_from_raw(raw: dict[int, bytes]) -> Identifiers:
+    def text(tag: Any) -> str | None:
+        value = raw.get(int(tag))
+        return None if value is None else value.decode("ascii", "replace").rstrip("\0 ").strip()
+
+    patient_id = None
+    if int(_PATIENT_ID) in raw:
+        charset = text(_SPECIFIC_CHARACTER_SET) or ""
+        encodings = convert_encodings([c.strip() for c in charset.split("\\")] if charset else None)
+        patient_id = decode_bytes(raw[int(_PATIENT_ID)], encodings, set()).rstrip("\0 ").strip()
+    return Identifiers(
+        sop_uid=text(_SOP_INSTANCE_UID),
+        study_uid=text(_STUDY_UID),
+        series_uid=text(_SERIES_UID),
+        patient_id=patient_id,
+        sop_class_uid=text(_SOP_CLASS_UID),
+    )
+
+
 def read_identifiers(data: bytes, transfer_syntax: str) -> Identifiers:
     """Read SOP/Study/Series Instance UIDs, SOP Class UID and PatientID from an encoded dataset.
 
@@ -117,9 +221,14 @@ def read_identifiers(data: bytes, transfer_syntax: str) -> Identifiers:
     :raises UnreadableDatasetError: the bytes cannot be parsed as a dataset in that syntax.
     """
     ts = UID(transfer_syntax)
+    if ts.is_little_endian and not ts.is_deflated:
+        try:
+            return _identifiers_from_raw(_scan_header(data, ts.is_implicit_VR))
+        except (_ScanError, struct.error, LookupError, ValueError):
+            pass  # unusual encoding (or not a dataset): pydicom decides
     try:
-        if ts.is_deflated:
-            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
+        if ts.is_deflated:  # the header is near the start: never inflate a whole (possibly hostile) stream
+            data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, _MAX_INFLATED_HEADER)
         ds = read_dataset(
             io.BytesIO(data),
             ts.is_implicit_VR,
@@ -286,7 +395,7 @@ class StoreWriter:
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
             transfer_syntax=str(event.context.transfer_syntax),
-            calling_ae=str(assoc.requestor.ae_title or "").strip(),
+            calling_ae=_peer_ae_title(assoc),
         )
         stats = self.stats_for(assoc)
         if outcome.instance is not None:
@@ -295,6 +404,13 @@ class StoreWriter:
         else:
             stats.failed += 1
         return outcome.status
+
+    def study(self, study_uid: str) -> StudyArrivals:
+        """What has arrived for ``study_uid`` (from the arrival records of every writer of this data dir).
+
+        :param study_uid: the StudyInstanceUID.
+        """
+        return study_arrivals(self.data_dir, study_uid)
 
     def stats_for(self, assoc: Any) -> AssociationStats:
         """The counters of an association (created on first use).
@@ -577,6 +693,12 @@ def _writer_token() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def _peer_ae_title(assoc: Any) -> str:
+    """The sender's AE title: the requestor for a server, the acceptor (the PACS) for a C-GET requestor."""
+    user = assoc.requestor if getattr(assoc, "is_acceptor", True) else assoc.acceptor
+    return str(user.ae_title or "").strip()
+
+
 def _ae_for_meta(calling_ae: str) -> str:
     title = "".join(c for c in calling_ae if 32 <= ord(c) < 127 and c != "\\")
     return title[:16]
@@ -653,6 +775,13 @@ class Receiver:
     def data_dir(self) -> Path:
         """The (resolved) data directory."""
         return self.writer.data_dir
+
+    def study(self, study_uid: str) -> StudyArrivals:
+        """What has arrived for ``study_uid`` (received count, bytes, last arrival, SOP UIDs, paths).
+
+        :param study_uid: the StudyInstanceUID.
+        """
+        return self.writer.study(study_uid)
 
     @property
     def port(self) -> int:

@@ -85,10 +85,16 @@ def hostile_bytes(ds: Dataset) -> bytes:
     """
     with validation_off():
         ds.preamble = b"\x00" * 128
+        # pydicom's file-format writer takes the meta SOP Instance UID from the dataset: when the caller
+        # deliberately made them differ, write the meta as it is
+        deliberate = ds.file_meta.get("MediaStorageSOPInstanceUID") != ds.get("SOPInstanceUID")
+        buf = io.BytesIO()
         try:  # standard meta (with group length) whenever pydicom accepts the meta at all
-            buf = io.BytesIO()
-            ds.save_as(buf, enforce_file_format=True)
+            if not deliberate:
+                ds.save_as(buf, enforce_file_format=True)
         except (AttributeError, ValueError):  # e.g. an empty MediaStorageSOPInstanceUID
+            deliberate = True
+        if deliberate:
             buf = io.BytesIO()
             ds.save_as(buf, enforce_file_format=False)
     return buf.getvalue()

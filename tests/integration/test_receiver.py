@@ -360,3 +360,44 @@ def test_callbacks_run_and_a_failing_one_never_hurts(start_receiver: Callable[..
     assert sorted(i.record.sop_uid for i in got) == sorted(ds.SOPInstanceUID for ds in sent)
     assert all(i.path.is_file() and i.path.stat().st_size == i.record.bytes for i in got)
     assert echoscu("127.0.0.1", receiver.port, receiver.ae_title).returncode == 0
+
+
+def test_small_pdus_fragment_commands_and_datasets(
+    start_receiver: Callable[..., Receiver], corpus: Corpus
+) -> None:
+    """With a 4 KB maximum PDU every message arrives in many fragments: still stored exactly as sent."""
+    receiver = start_receiver(max_pdu=4096, layout="flat")
+    sub = corpus.subset(sorted(corpus.study_uids)[:4])
+    proc = storescu(
+        "127.0.0.1", receiver.port, receiver.ae_title, [sub.paths[i.sop_uid] for i in sub.instances]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for inst in sub.instances:
+        stored = receiver.data_dir / f"{inst.sop_uid}.dcm"
+        assert dataset_bytes_of(stored) == dataset_bytes_of(sub.paths[inst.sop_uid])
+    assert echoscu("127.0.0.1", receiver.port, receiver.ae_title).returncode == 0  # other messages too
+
+
+@pytest.mark.slow
+def test_long_repeated_runs_never_hang(start_receiver: Callable[..., Receiver], tmp_path: Path) -> None:
+    """pynetdicom#875-style lost responses would leave storescu waiting for its 10 s DIMSE timeout."""
+    receiver = start_receiver(layout="flat")
+    corpus = make_corpus(
+        n_patients=20,
+        studies_per_patient=1,
+        series_per_study=1,
+        instances_per_series=50,
+        pixel_bytes=1024,
+        transfer_syntaxes=[ExplicitVRLittleEndian],
+        modalities=("CT",),
+        seed=875,
+    )
+    corpus.write(tmp_path / "src")
+    for _ in range(3):
+        started = time.monotonic()
+        proc = storescu("127.0.0.1", receiver.port, receiver.ae_title, [tmp_path / "src"], propose="")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert time.monotonic() - started < 30
+        assert "Store Failed" not in proc.stderr and "Peer Aborted" not in proc.stderr
+    assert {p.stem for p in dcm_files(receiver.data_dir)} == corpus.sop_uids
+    assert sum(receiver.study(s).received for s in corpus.study_uids) == 1000

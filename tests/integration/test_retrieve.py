@@ -78,7 +78,7 @@ def test_move_to_embedded_receiver_every_instance_arrives(loaded_orthanc, tmp_pa
         service=MOVE,
         destination=MoveDestination("RTEMBED", tmp_path / "data", port=port, host="127.0.0.1"),
     )
-    assert result.ok, result.summary()
+    assert result.ok, (result.summary(), [a for a in result.final.values() if a.status != "complete"])
     assert sop_uids_on_disk(tmp_path / "data") == _sops(corpus, studies)
     for attempt in result.final.values():
         study = corpus.study(attempt.item.uid)
@@ -90,7 +90,7 @@ def test_get_every_instance_arrives_in_its_stored_transfer_syntax(loaded_orthanc
     server, corpus = loaded_orthanc
     studies = sorted(corpus.study_uids)[-12:]
     result = retrieve(_node(server), make_items(studies), service=GET, data_dir=tmp_path / "data")
-    assert result.ok, result.summary()
+    assert result.ok, (result.summary(), [a for a in result.final.values() if a.status != "complete"])
     assert sop_uids_on_disk(tmp_path / "data") == _sops(corpus, studies)
     # raw bytes, no transcoding: every file keeps the transfer syntax it was uploaded in (RLE included)
     wanted = {i.sop_uid: str(i.transfer_syntax) for i in corpus.instances if i.study_uid in set(studies)}
@@ -110,7 +110,7 @@ def test_series_and_image_levels(loaded_orthanc, tmp_path) -> None:
     items = [RetrieveItem("SERIES", s.series_uid, study_uid=s.study_uid) for s in series]
     items.append(RetrieveItem("IMAGE", image.sop_uid, study_uid=image.study_uid, series_uid=image.series_uid))
     result = retrieve(_node(server), items, service=GET, data_dir=tmp_path / "get")
-    assert result.ok, result.summary()
+    assert result.ok, (result.summary(), [a for a in result.final.values() if a.status != "complete"])
     wanted = {i.sop_uid for s in series for i in corpus.instances if i.series_uid == s.series_uid}
     assert sop_uids_on_disk(tmp_path / "get") == wanted | {image.sop_uid}
     assert [a.received for a in result.final.values()] == [s.n_instances for s in series] + [1]
@@ -197,7 +197,7 @@ def test_move_to_a_third_node_starts_nothing_locally(loaded_orthanc, dcmtk_store
         destination=MoveDestination("THIRDNODE"),
         on_attempt=lambda a: seen_listening.append(_listening_ports()),
     )
-    assert result.ok, result.summary()
+    assert result.ok, (result.summary(), [a for a in result.final.values() if a.status != "complete"])
     assert all(ports == before for ports in seen_listening)  # no receiver of ours while moving
     assert all(a.received is None for a in result.final.values())  # nothing of ours to cross-check
     assert scp.received_sop_uids() == _sops(corpus, studies)
@@ -309,7 +309,7 @@ def test_out_of_resources_is_retried_with_backoff(corpus, tmp_path) -> None:
         result = retrieve(
             _busy_node(scp), make_items(studies), service=GET, data_dir=tmp_path, options=options
         )
-    assert result.ok, result.summary()
+    assert result.ok, (result.summary(), [a for a in result.final.values() if a.status != "complete"])
     first = [a for a in result.attempts if a.item.uid == studies[0]]
     assert [(a.attempt, a.status, a.dimse_status) for a in first] == [
         (1, FAILED, 0xA702),
@@ -356,7 +356,7 @@ def test_transient_association_rejection_is_retried(corpus, tmp_path) -> None:
             _busy_node(scp), make_items([study]), service=GET, data_dir=tmp_path, options=options
         )
         release.join()
-    assert result.ok, result.summary()
+    assert result.ok, (result.summary(), [a for a in result.final.values() if a.status != "complete"])
     assert "rejected transiently" in result.attempts[0].reason
     assert result.attempts[-1].status == COMPLETE and result.attempts[-1].attempt >= 2
     assert sop_uids_on_disk(tmp_path) == _sops(corpus, [study])
