@@ -36,13 +36,21 @@ sysdeps:
 	  fi; \
 	fi
 
+## The README's first command: the example pipeline on an embedded PACS (no root, no Orthanc needed).
+demo: venv
+	$(BIN)/python -m demo.demo run
+
+## The same set-up served in the Airflow UI (http://localhost:8080) until Ctrl-C.
+ui: venv
+	$(BIN)/python -m demo.demo ui
+
 test: venv sysdeps
-	$(BIN)/ruff check airflow_dicom tests benchmarks dags
+	$(BIN)/ruff check airflow_dicom tests benchmarks dags demo
 	$(BIN)/python -m pytest tests
 
 lint: venv
-	$(BIN)/ruff check airflow_dicom tests benchmarks dags
-	$(BIN)/ruff format --check airflow_dicom tests benchmarks dags
+	$(BIN)/ruff check airflow_dicom tests benchmarks dags demo
+	$(BIN)/ruff format --check airflow_dicom tests benchmarks dags demo
 
 bench: venv sysdeps
 	$(BIN)/python -m benchmarks.run $(if $(ONLY),--only $(ONLY))
