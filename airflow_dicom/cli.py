@@ -142,4 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module, not this __main__ copy: the subcommands register with airflow_dicom.cli
+    from airflow_dicom.cli import main as _main
+
+    sys.exit(_main())

@@ -356,8 +356,13 @@ class OrthancServer:
     ) -> None:
         """Register (or replace) a DICOM modality, e.g. a C-MOVE destination, via ``PUT /modalities``.
 
-        ``extra`` adds Orthanc modality fields such as ``AllowTranscoding`` or ``Timeout``.
+        ``extra`` adds Orthanc modality fields such as ``AllowTranscoding`` or ``Timeout``. Other
+        modalities with the same AE title are removed first: Orthanc picks the destination of a C-MOVE by
+        AE title, so a stale entry left by an earlier test (pointing at a stopped port) would win.
         """
+        for other, fields in self.modalities().items():
+            if other != name and fields.get("AET") == aet:
+                self.remove_modality(other)
         self.put_json(f"/modalities/{name}", {"AET": aet, "Host": host, "Port": int(port), **extra})
 
     def remove_modality(self, name: str) -> None:

@@ -204,7 +204,7 @@ def test_movescu_from_orthanc_to_storescp(
     pacs, corpus = loaded_orthanc
     study = max(corpus.studies, key=lambda s: (len(s.modalities), s.n_instances))
     expected = {i.sop_uid: i.transfer_syntax for i in corpus.instances_of_study(study.study_uid)}
-    scp = dcmtk_storescp("MOVEDEST")
+    scp = dcmtk_storescp("HARNESSDEST")
     pacs.register_modality("harness-movedest", scp.aet, scp.host, scp.port)
     proc = movescu(pacs.host, pacs.dicom_port, pacs.aet, scp.aet, {"StudyInstanceUID": study.study_uid})
     assert proc.returncode == 0, proc.stderr[-2000:]
