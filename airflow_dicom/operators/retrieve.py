@@ -338,7 +338,7 @@ class DicomMoveOperator(_DicomRetrieveOperator):
     :param find_results: path of the find operator's Parquet dataset, or its XCom (templated).
     :param find_filter: filter on the find results: a pandas query or ``{column: value(s)}`` (templated).
     :param move_destination: the destination AE title (templated); default: our calling AE title.
-    :param receive_port: start the embedded receiver on this port (templated).
+    :param receive_port: start the embedded receiver on this port (templated; rendered empty: none).
     :param receive_host: address the embedded receiver listens on (templated).
     :param data_dir: where our receiver (embedded or service) stores instances (templated).
     :param layout: storage layout of the embedded receiver (``patient``, ``study``, ``flat``).
@@ -381,6 +381,8 @@ class DicomMoveOperator(_DicomRetrieveOperator):
 
     def _destination(self, hook: DicomHook) -> MoveDestination:
         port = self.receive_port
+        if isinstance(port, str) and not port.strip():  # a template rendered empty: no embedded receiver
+            port = None
         if isinstance(port, str):
             if not port.strip().isdigit():
                 raise InvalidRequestError(f"receive_port {port!r} is not a port number")

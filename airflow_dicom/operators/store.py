@@ -34,7 +34,7 @@ class DicomStoreOperator(BaseOperator):
     :param manifest: a ``DicomArrivalSensor`` manifest whose files are sent too (templated).
     :param dicom_conn_id: connection of type ``dicom`` (templated).
     :param calling_ae_title: optional calling AE title overriding the connection's (templated).
-    :param parallel: associations at once (1-32).
+    :param parallel: associations at once (1-32; templated).
     :param transcode: send compressed files uncompressed (decoded with pydicom) when the node refuses
         their transfer syntax but accepts an uncompressed one.
     :param max_failed: failed files tolerated before the task fails (default 0: any failure fails it).
@@ -44,7 +44,7 @@ class DicomStoreOperator(BaseOperator):
         ``skipped_files``, ``warnings`` (``path``, ``sop_instance_uid``, ``status``, ``reason``).
     """
 
-    template_fields: Sequence[str] = ("paths", "manifest", "dicom_conn_id", "calling_ae_title")
+    template_fields: Sequence[str] = ("paths", "manifest", "dicom_conn_id", "calling_ae_title", "parallel")
     template_fields_renderers = {"manifest": "json"}
     ui_color = "#ffe7c2"
 
@@ -64,8 +64,8 @@ class DicomStoreOperator(BaseOperator):
         super().__init__(**kwargs)
         if paths is None and manifest is None:
             raise ValueError("DicomStoreOperator needs paths, a manifest, or both")
-        if not 1 <= parallel <= 32:
-            raise ValueError(f"parallel must be between 1 and 32, got {parallel}")
+        if not isinstance(parallel, str):  # a template (e.g. "{{ params.parallel }}") is checked at run time
+            _check_parallel(parallel)
         if max_failed < 0:
             raise ValueError(f"max_failed must be 0 or more, got {max_failed}")
         self.paths = paths
@@ -100,6 +100,7 @@ class DicomStoreOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         overrides = {"calling_ae_title": self.calling_ae_title} if self.calling_ae_title else {}
         hook = DicomHook(self.dicom_conn_id, **overrides)
+        self.parallel = _check_parallel(self.parallel)
         paths = self._all_paths()
         if paths:
             report = hook.send(
@@ -133,3 +134,14 @@ class DicomStoreOperator(BaseOperator):
         context["ti"].xcom_push(key="return_value", value=summary)
         report.raise_for_failures(self.max_failed)
         return summary
+
+
+def _check_parallel(value: Any) -> int:
+    """``parallel`` as an int in 1..32 (rendered templates arrive as strings)."""
+    try:
+        number = int(str(value).strip()) if isinstance(value, str) else int(value)
+    except ValueError:
+        raise ValueError(f"parallel must be a whole number between 1 and 32, got {value!r}") from None
+    if not 1 <= number <= 32:
+        raise ValueError(f"parallel must be between 1 and 32, got {value}")
+    return number

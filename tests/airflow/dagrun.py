@@ -93,3 +93,23 @@ def airflow_cli(
         timeout=timeout,
         check=False,
     )
+
+
+#: the example DAGs users copy (``dags/`` at the repository root)
+EXAMPLE_DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
+
+
+def get_example_dag(dag_id: str) -> Any:
+    """Load ``dag_id`` from the repository's example DAG folder ``dags/`` (``<dag_id>.py``).
+
+    Set the environment the DAG file reads (``AIRFLOW_DICOM_DATA_DIR``...) before calling this.
+
+    :param dag_id: the DAG's id; its file is ``dags/<dag_id>.py``.
+    """
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS_FOLDER / f"{dag_id}.py"))
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.get_dag(dag_id)
+    assert dag is not None, f"DAG {dag_id!r} not found in {EXAMPLE_DAGS_FOLDER}"
+    return dag
