@@ -153,6 +153,8 @@ def airflow_env(pacs_port: int, receiver_port: int) -> dict[str, str]:
         "AIRFLOW_DICOM_RECEIVER_AET": RECEIVER_AET,
         "AIRFLOW_DICOM_RECEIVER_PORT": str(receiver_port),
         "AIRFLOW_DICOM_QUIET_PERIOD": "5",
+        # dag.test() runs tasks one after the other: the sensor must not wait deferred before the retrieval
+        "AIRFLOW_DICOM_ARRIVAL_MODE": "reschedule",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "TCP_NODELAY": "1",
     }
@@ -205,10 +207,13 @@ def run_pipeline() -> int:
 
     find = bag.get_dag("dicom_find_daily")
     for offset in range(DAYS):
-        day = datetime.combine(FIRST_DAY + timedelta(days=offset), datetime.min.time(), tzinfo=timezone.utc)
-        run = find.test(logical_date=day)
+        day = FIRST_DAY + timedelta(days=offset)
+        # a manual run of a CronDataIntervalTimetable DAG covers the last whole interval before it, as the
+        # scheduler's run for `day` starts when that day is over
+        run_after = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+        run = find.test(logical_date=run_after)
         if run.state != "success":
-            raise SystemExit(f"dicom_find_daily failed for {day.date()}: see {WORK / 'airflow'}")
+            raise SystemExit(f"dicom_find_daily failed for {day}: see {WORK / 'airflow'}")
     say(f"dicom_find_daily ran for {DAYS} days")
 
     retrieve = bag.get_dag("dicom_retrieve")
@@ -233,8 +238,9 @@ def summary() -> None:
     dataset = DATA / "find" / "studies"
     table = pd.read_parquet(dataset)
     per_day = table.groupby(table["StudyDate"].astype(str)).size()
+    days = [(FIRST_DAY + timedelta(days=offset)).isoformat() for offset in range(DAYS)]
     print("\nStudies found per day (dicom_find_daily, Parquet partitioned by StudyDate):")
-    for day, count in per_day.items():
+    for day, count in per_day.reindex(days, fill_value=0).items():
         print(f"  {day}  {count:3d}  {'#' * int(count)}")
     studies = list(recorded_studies(DATA / "received"))
     arrivals = [study_arrivals(DATA / "received", uid) for uid in studies]
