@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
 from typing import Any
 
 import pendulum
@@ -216,8 +215,9 @@ with DAG(
         "data_dir": RECEIVED_DIR,
         "report_path": REPORTS_DIR,
         "window": WINDOW,
-        "retries": 1,
-        "retry_delay": timedelta(minutes=1),
+        # no task retries: the operators retry transient failures themselves (max_attempts, backoff), and a
+        # rerun of the DAG run fetches only what is still missing
+        "retries": 0,
     }
     move = DicomMoveOperator.partial(
         task_id="retrieve_move",

@@ -145,8 +145,11 @@ def example_env(loaded_orthanc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     """The environment the example DAGs read: data dir, PACS connection, embedded receiver."""
     server, corpus = loaded_orthanc
     port = free_port()
-    # dag.test() only runs DAGs found in the DAG folder
+    # dag.test() only runs DAGs found in the DAG folder (its bundle path is settings.DAGS_FOLDER, read once)
+    from airflow import settings
+
     monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(EXAMPLE_DAGS_FOLDER))
+    monkeypatch.setattr(settings, "DAGS_FOLDER", str(EXAMPLE_DAGS_FOLDER))
     monkeypatch.setenv("AIRFLOW_DICOM_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("AIRFLOW_CONN_DICOM_DEFAULT", _conn(server))
     monkeypatch.setenv("AIRFLOW_DICOM_RECEIVER_AET", "EXAMPLERCV")
