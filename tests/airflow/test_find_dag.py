@@ -45,7 +45,7 @@ def test_daily_runs_land_exactly_their_days_and_reruns_are_idempotent(
     out = tmp_path / "studies"
     monkeypatch.setenv("AIRFLOW_CONN_FIND_PACS", _conn(pacs))
     monkeypatch.setenv("DICOM_FIND_DAG_OUT", str(out))
-    dag = load_dag("dicom_find_daily")
+    dag = load_dag("test_find_daily")
     days = sorted({s.study_date for s in corpus.studies})[:3]
 
     for day in days:
@@ -98,7 +98,7 @@ def test_the_run_emits_an_asset_event_with_the_summary(
     monkeypatch.setenv("AIRFLOW_CONN_FIND_PACS", _conn(pacs))
     monkeypatch.setenv("DICOM_FIND_DAG_OUT", str(tmp_path / "studies"))
     day = corpus.studies[0].study_date
-    dag_run = _run(load_dag("dicom_find_daily"), day)
+    dag_run = _run(load_dag("test_find_daily"), day)
     assert dag_run.state == "success"
     with create_session() as session:
         events = (

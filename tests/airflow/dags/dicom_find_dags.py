@@ -12,7 +12,7 @@ from airflow_dicom.operators.find import DicomFindOperator
 FIND_ASSET = Asset(name="pacs_studies", uri="file:///airflow-dicom-tests/pacs-studies")
 
 with DAG(
-    dag_id="dicom_find_daily",
+    dag_id="test_find_daily",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
