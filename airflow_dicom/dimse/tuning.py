@@ -406,6 +406,51 @@ class LockedAssociationSocket(NoDelayAssociationSocket):
             super().send(bytestream)
 
 
+def reactor_should_stop(assoc: Any) -> bool:
+    """The end-of-association part of pynetdicom 3.0's reactor loop, shared by our two reactors.
+
+    Handles a peer's release request, an abort, a dead DUL and the network timeout; kills the association
+    and returns True when the reactor must stop.
+
+    :param assoc: the association whose reactor is running.
+    """
+    log = _association.LOGGER
+    if assoc.is_established and assoc.acse.is_release_requested():
+        assoc.acse.send_release(is_response=True)
+        log.info("Association Released")
+        assoc.is_released = True
+        assoc.is_established = False
+        _evt.trigger(assoc, _evt.EVT_RELEASED, {})
+        assoc.kill()
+        return True
+    if assoc.acse.is_aborted():
+        log_msg = "Association Aborted"
+        if assoc.acse.is_aborted("a-p-abort"):
+            log_msg += " (A-P-ABORT)"
+        log.info(log_msg)
+        assoc.dul.receive_pdu(wait=False)
+        assoc.is_aborted = True
+        assoc.is_established = False
+        _evt.trigger(assoc, _evt.EVT_ABORTED, {})
+        assoc.kill()
+        return True
+    if not assoc.dul.is_alive():
+        assoc.kill()
+        return True
+    if assoc.dul.idle_timer_expired():
+        log.error("Network timeout reached")
+        if assoc.network_timeout_response == "A-RELEASE":
+            assoc._is_paused = True
+            assoc._reactor_checkpoint.wait()
+            assoc.release()
+            assoc._is_paused = False
+        else:
+            assoc.abort()
+        assoc.kill()
+        return True
+    return False
+
+
 class LowLatencyRequestorAssociation(_association.Association):
     """A requestor association whose reactor never takes DIMSE messages off the queue.
 
@@ -423,26 +468,7 @@ class LowLatencyRequestorAssociation(_association.Association):
             self._is_paused = True
             self._reactor_checkpoint.wait()
             self._is_paused = False
-            if self.is_established and self.acse.is_release_requested():
-                self.acse.send_release(is_response=True)
-                self.is_released = True
-                self.is_established = False
-                _evt.trigger(self, _evt.EVT_RELEASED, {})
-                self.kill()
-                return
-            if self.acse.is_aborted():
-                self.dul.receive_pdu(wait=False)
-                self.is_aborted = True
-                self.is_established = False
-                _evt.trigger(self, _evt.EVT_ABORTED, {})
-                self.kill()
-                return
-            if not self.dul.is_alive():
-                self.kill()
-                return
-            if self.dul.idle_timer_expired():
-                self.abort()
-                self.kill()
+            if reactor_should_stop(self):
                 return
 
 
@@ -1014,7 +1040,6 @@ class EventDrivenAssociation(_association.Association):
 
     def _run_reactor(self) -> None:
         """pynetdicom 3.0's acceptor reactor with the 1 ms ``time.sleep`` replaced by a queue wait."""
-        log = _association.LOGGER
         self._is_paused = False
         while not self._kill:
             self._wait_for_message()
@@ -1024,38 +1049,7 @@ class EventDrivenAssociation(_association.Association):
             context_id, msg = self.dimse.get_msg(block=False)
             if msg:
                 self._serve_request(msg, context_id)  # type: ignore[arg-type]
-            if self.is_established and self.acse.is_release_requested():
-                self.acse.send_release(is_response=True)
-                log.info("Association Released")
-                self.is_released = True
-                self.is_established = False
-                _evt.trigger(self, _evt.EVT_RELEASED, {})
-                self.kill()
-                return
-            if self.acse.is_aborted():
-                log_msg = "Association Aborted"
-                if self.acse.is_aborted("a-p-abort"):
-                    log_msg += " (A-P-ABORT)"
-                log.info(log_msg)
-                self.dul.receive_pdu(wait=False)
-                self.is_aborted = True
-                self.is_established = False
-                _evt.trigger(self, _evt.EVT_ABORTED, {})
-                self.kill()
-                return
-            if not self.dul.is_alive():
-                self.kill()
-                return
-            if self.dul.idle_timer_expired():
-                log.error("Network timeout reached")
-                if self.network_timeout_response == "A-RELEASE":
-                    self._is_paused = True
-                    self._reactor_checkpoint.wait()
-                    self.release()
-                    self._is_paused = False
-                else:
-                    self.abort()
-                self.kill()
+            if reactor_should_stop(self):
                 return
 
 
