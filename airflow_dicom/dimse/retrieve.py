@@ -75,19 +75,14 @@ from airflow_dicom.dimse.errors import (
     NodeUnreachableError,
 )
 from airflow_dicom.dimse.node import DicomNode, validate_ae_title
+from airflow_dicom.dimse.query import LEVELS, UNIQUE_KEY
 from airflow_dicom.dimse.status import Status, category, describe_status
 from airflow_dicom.dimse.storage_layout import is_valid_uid
 
 log = logging.getLogger(__name__)
 
-LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-#: the identifying attribute of each level
-LEVEL_KEY = {
-    "PATIENT": "PatientID",
-    "STUDY": "StudyInstanceUID",
-    "SERIES": "SeriesInstanceUID",
-    "IMAGE": "SOPInstanceUID",
-}
+#: the identifying attribute of each level (the same table C-FIND deduplicates on)
+LEVEL_KEY = UNIQUE_KEY
 MOVE = "C-MOVE"
 GET = "C-GET"
 
