@@ -14,7 +14,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from harness.dcmtk import echoscu, storescu
+from harness.dcmtk import dcmtk_tool, echoscu, storescu
 from harness.hostile import HOSTILE_VALUES, make_hostile, write_hostile
 from harness.ports import free_port
 from harness.synth import Corpus, make_corpus, make_instance, write_dataset
@@ -178,7 +178,7 @@ def test_eight_concurrent_senders_twice(start_receiver: Callable[..., Receiver],
         procs = [
             subprocess.Popen(
                 [
-                    "storescu",
+                    dcmtk_tool("storescu"),  # not pynetdicom's console script of the same name
                     "-aet",
                     f"SENDER{n}",
                     "-aec",

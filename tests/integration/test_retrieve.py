@@ -348,14 +348,24 @@ def test_transient_association_rejection_is_retried(corpus, tmp_path) -> None:
         holder = open_association(
             _busy_node(scp).with_changes(calling_ae_title="HOLDER"), [Verification], purpose="x"
         )
-        release = threading.Timer(0.6, lambda: holder.__exit__(None, None, None))
         holder.__enter__()  # occupies the only association slot
-        release.start()
+        released = threading.Event()
+
+        def release_after_first_attempt(attempt) -> None:
+            # free the slot only once the first attempt was refused (a timer raced a loaded machine)
+            if not released.is_set():
+                released.set()
+                holder.__exit__(None, None, None)
+
         options = RetrieveOptions(parallel=1, backoff=0.3, max_attempts=5)
         result = retrieve(
-            _busy_node(scp), make_items([study]), service=GET, data_dir=tmp_path, options=options
+            _busy_node(scp),
+            make_items([study]),
+            service=GET,
+            data_dir=tmp_path,
+            options=options,
+            on_attempt=release_after_first_attempt,
         )
-        release.join()
     assert result.ok, (result.summary(), [a for a in result.final.values() if a.status != "complete"])
     assert "rejected transiently" in result.attempts[0].reason
     assert result.attempts[-1].status == COMPLETE and result.attempts[-1].attempt >= 2
