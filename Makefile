@@ -52,8 +52,9 @@ lint: venv
 	$(BIN)/ruff check airflow_dicom tests benchmarks dags demo
 	$(BIN)/ruff format --check airflow_dicom tests benchmarks dags demo
 
+## The benchmarks use the test harness (Orthanc, dcmtk): tests/ on PYTHONPATH, as pytest's pythonpath does.
 bench: venv sysdeps
-	$(BIN)/python -m benchmarks.run $(if $(ONLY),--only $(ONLY))
+	PYTHONPATH=tests $(BIN)/python -m benchmarks.run $(if $(ONLY),--only $(ONLY))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .demo

@@ -27,9 +27,6 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(_ROOT / "tests"))
-
 #: the year queried and the corpus size
 YEAR_FROM, YEAR_TO = date(2024, 1, 1), date(2024, 12, 31)
 N_PATIENTS, STUDIES_PER_PATIENT = 300, 2
@@ -107,7 +104,8 @@ def rows(workdir: Path) -> list[dict[str, Any]]:
     """Start an Orthanc, load a year of studies, time ours, findscu and the pacsanini baseline."""
     from harness.dcmtk import DCMTK_ENV, dcmtk_tool
     from harness.orthanc import OrthancServer
-    from harness.synth import dataset_bytes, make_corpus
+
+    from airflow_dicom.testing import dataset_bytes, make_corpus
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

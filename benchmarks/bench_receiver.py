@@ -29,16 +29,12 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(_ROOT / "tests"))
+from harness.dcmtk import DcmtkStorescp, storescu
+from harness.ports import free_port
+from pydicom.uid import ExplicitVRLittleEndian
 
-from harness.dcmtk import DcmtkStorescp, storescu  # noqa: E402
-from harness.ports import free_port  # noqa: E402
-from harness.synth import make_corpus  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian  # noqa: E402
-
-from airflow_dicom.dimse.receiver import Receiver  # noqa: E402
+from airflow_dicom.dimse.receiver import Receiver
+from airflow_dicom.testing import make_corpus
 
 RUNS = 3
 SMALL = (1000, 8 * 1024)

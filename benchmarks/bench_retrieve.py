@@ -26,11 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from benchmarks.common import CLI, DCMTK_ENV, row  # noqa: E402
+from benchmarks.common import CLI, DCMTK_ENV, row
 
 RUNS = 3
 #: (studies, instances per study, pixel bytes): 12 x 50 small + 12 x 50 large = 24 studies, 1,200 instances
@@ -40,8 +36,9 @@ GOAL_VS_DCMTK = 4.0
 
 def _corpora(workdir: Path) -> tuple[list[str], dict[str, int], list[Path]]:
     """Write the benchmark studies; return study UIDs (small and large interleaved), counts and files."""
-    from harness.synth import make_corpus
     from pydicom.uid import ExplicitVRLittleEndian
+
+    from airflow_dicom.testing import make_corpus
 
     uids: list[list[str]] = []
     counts: dict[str, int] = {}

@@ -23,12 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-_TESTS = Path(__file__).resolve().parents[1] / "tests"
-if str(_TESTS) not in sys.path:
-    sys.path.insert(0, str(_TESTS))
+from harness.dcmtk import DCMTK_ENV, DcmtkStorescp, dcmtk_tool
 
-from harness.dcmtk import DCMTK_ENV, DcmtkStorescp, dcmtk_tool  # noqa: E402
-from harness.synth import make_instance  # noqa: E402
+from airflow_dicom.testing import make_instance
 
 RUNS = 3
 AET = "BENCHSCP"

@@ -1,4 +1,8 @@
-"""Shared helpers for the benchmarks: timing whole commands, best-of-N, the test harness on sys.path."""
+"""Shared helpers for the benchmarks: timing whole commands, best-of-N.
+
+The benchmarks use the test harness (``harness.orthanc``, ``harness.dcmtk``...): ``make bench`` puts
+``tests/`` on ``PYTHONPATH`` for them, as ``pythonpath`` in ``pyproject.toml`` does for pytest.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ROOT / "tests"
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
 
 #: our console script in the running venv
 CLI = str(Path(sys.executable).with_name("airflow-dicom"))

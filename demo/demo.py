@@ -30,6 +30,12 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from airflow_dicom.dimse.arrivals import recorded_studies, study_arrivals
+from airflow_dicom.testing import make_corpus
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
 DATA = WORK / "data"
@@ -38,8 +44,6 @@ FIRST_DAY = date(2024, 1, 1)
 DAYS = 7
 PACS_AET = "DEMOPACS"
 RECEIVER_AET = "DEMORCV"
-
-sys.path.insert(0, str(ROOT / "tests"))  # the synthetic corpus generator of the test harness
 
 
 def say(text: str) -> None:
@@ -88,9 +92,6 @@ def service(name: str, cmd: list[str], port: int, env: dict[str, str] | None = N
 
 def make_studies() -> Path:
     """Write a week of synthetic studies (uncompressed: qrscp stores only what it can decode)."""
-    from harness.synth import make_corpus
-    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
     corpus = make_corpus(
         n_patients=10,
         studies_per_patient=2,
@@ -199,6 +200,7 @@ def start_everything(stack: ExitStack) -> dict[str, str]:
 
 def run_pipeline() -> int:
     """Steps 4-6 with ``dag.test()``."""
+    # imported here: Airflow reads its configuration (AIRFLOW_HOME set above) when it is first imported
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
@@ -231,10 +233,6 @@ def run_pipeline() -> int:
 
 def summary() -> None:
     """Print studies per day, instances retrieved and where everything is."""
-    import pandas as pd
-
-    from airflow_dicom.dimse.arrivals import recorded_studies, study_arrivals
-
     dataset = DATA / "find" / "studies"
     table = pd.read_parquet(dataset)
     per_day = table.groupby(table["StudyDate"].astype(str)).size()

@@ -1,6 +1,6 @@
 """Shared fixtures: real Orthanc servers, dcmtk receivers and a synthetic corpus (no mocks).
 
-Import the harness as ``harness.<module>`` (this file puts ``tests/`` on ``sys.path``).
+Import the harness as ``harness.<module>`` (``pythonpath = ["tests"]`` in ``pyproject.toml``).
 
 Session-scoped servers are shared by every test of the session: tests that need an empty PACS
 call ``orthanc.clear()`` first; ``loaded_orthanc`` is a separate server holding exactly the
@@ -9,20 +9,14 @@ call ``orthanc.clear()`` first; ``loaded_orthanc`` is a separate server holding 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from harness.dcmtk import DcmtkStorescp  # noqa: E402
-from harness.orthanc import OrthancServer, stop_all  # noqa: E402
-from harness.synth import Corpus, make_corpus  # noqa: E402
+from harness.dcmtk import DcmtkStorescp
+from harness.orthanc import OrthancServer, stop_all
+from harness.synth import Corpus, make_corpus
 
 MARKERS = {
     "integration": "talks to real peers (Orthanc, dcmtk, pynetdicom) over loopback",

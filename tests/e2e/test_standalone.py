@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 import pyarrow.dataset as pads
 import pydicom
 import pytest
+from e2e.standalone import AirflowStandalone
 from harness.ports import free_port
 from harness.synth import Corpus, make_corpus
-from standalone import AirflowStandalone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ from pydicom import config
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from .instance import CT_IMAGE_STORAGE, make_instance
+from airflow_dicom.testing import CT_IMAGE_STORAGE, make_instance
 
 __all__ = ["HOSTILE_VALUES", "hostile_bytes", "make_hostile", "validation_off", "write_hostile"]
 

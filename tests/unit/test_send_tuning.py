@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from io import BytesIO
 from pathlib import Path
 
 import pytest
+from harness.synth import make_instance, write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
@@ -19,9 +19,6 @@ from airflow_dicom.dimse.tuning import (
     decode_c_store_rsp,
     encode_c_store_rq,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness.synth import make_instance, write_dataset  # noqa: E402
 
 
 def test_pynetdicom_internals_used_by_the_low_latency_sender_are_present() -> None:

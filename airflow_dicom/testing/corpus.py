@@ -20,7 +20,12 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, generate_uid
 
-from .instance import DEFAULT_TRANSFER_SYNTAXES, MODALITY_SOP_CLASS, make_instance, write_dataset
+from airflow_dicom.testing.instance import (
+    DEFAULT_TRANSFER_SYNTAXES,
+    MODALITY_SOP_CLASS,
+    make_instance,
+    write_dataset,
+)
 
 __all__ = [
     "AWKWARD_NAMES",
