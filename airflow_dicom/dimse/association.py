@@ -118,7 +118,12 @@ def open_association(
         if assoc.is_rejected:
             rj = assoc.acceptor.primitive
             raise AssociationRejectedError(
-                node, int(rj.result or 0), int(rj.result_source or 0), int(rj.diagnostic or 0)
+                node,
+                int(rj.result or 0),
+                int(rj.result_source or 0),
+                int(rj.diagnostic or 0),
+                source_text=rj.source_str,
+                reason_text=rj.reason_str,
             )
         if getattr(assoc.dul.socket, "connect_error", None) is not None:
             raise NodeUnreachableError(node, _unreachable_reason(assoc, node))

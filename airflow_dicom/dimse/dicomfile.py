@@ -17,6 +17,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from airflow_dicom.dimse.errors import MalformedDicomError, NotDicomError
+
 #: PS3.10 7.1: 128-byte preamble then the magic bytes.
 PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"
@@ -35,14 +37,6 @@ _ITEM_END = (0xFFFE, 0xE00D)
 _SEQUENCE_END = (0xFFFE, 0xE0DD)
 
 _META_READ = 4096
-
-
-class NotDicomError(Exception):
-    """The file is not a DICOM Part 10 file (no ``DICM`` prefix): it is skipped, not failed."""
-
-
-class InvalidDicomError(Exception):
-    """The file claims to be DICOM but its meta information or data set is broken or truncated."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,7 @@ def read_meta(path: str | os.PathLike[str]) -> DicomFileInfo:
 
     :param path: the file.
     :raises NotDicomError: no ``DICM`` magic after the preamble.
-    :raises InvalidDicomError: the meta information is truncated or lacks a required element.
+    :raises MalformedDicomError: the meta information is truncated or lacks a required element.
     :raises OSError: the file cannot be read.
     """
     path = os.fspath(path)
@@ -106,7 +100,7 @@ def read_meta(path: str | os.PathLike[str]) -> DicomFileInfo:
                 if offset + 12 > len(head):
                     more = f.read(_META_READ)
                     if not more:
-                        raise InvalidDicomError("file meta information is truncated")
+                        raise MalformedDicomError("file meta information is truncated")
                     head += more
                     continue
                 (length,) = struct.unpack_from("<I", head, offset + 8)
@@ -115,11 +109,11 @@ def read_meta(path: str | os.PathLike[str]) -> DicomFileInfo:
                 (length,) = struct.unpack_from("<H", head, offset + 6)
                 start = offset + 8
             if length == _UNDEFINED:
-                raise InvalidDicomError(f"file meta element (0002,{element:04X}) has an undefined length")
+                raise MalformedDicomError(f"file meta element (0002,{element:04X}) has an undefined length")
             while start + length > len(head):
                 more = f.read(max(_META_READ, start + length - len(head)))
                 if not more:
-                    raise InvalidDicomError("file meta information is truncated")
+                    raise MalformedDicomError("file meta information is truncated")
                 head += more
             values[element] = head[start : start + length]
             if element == 0x0000 and length == 4:
@@ -135,9 +129,9 @@ def read_meta(path: str | os.PathLike[str]) -> DicomFileInfo:
         if not values.get(element, b"").strip(b"\0 ")
     ]
     if missing:
-        raise InvalidDicomError(f"file meta information lacks {', '.join(missing)}")
+        raise MalformedDicomError(f"file meta information lacks {', '.join(missing)}")
     if offset > size:
-        raise InvalidDicomError("file meta information is truncated")
+        raise MalformedDicomError("file meta information is truncated")
     return DicomFileInfo(
         path=path,
         sop_class_uid=_uid(values[0x0002]),
@@ -162,7 +156,7 @@ class _Walker:
 
     def _need(self, offset: int, count: int, what: str) -> None:
         if offset + count > self.end:
-            raise InvalidDicomError(
+            raise MalformedDicomError(
                 f"data set is truncated: {what} needs {count} bytes at offset {offset}, "
                 f"only {max(0, self.end - offset)} left"
             )
@@ -180,14 +174,14 @@ class _Walker:
             (length,) = self.u32.unpack_from(self.data, offset + 8)
             return group, element, length, offset + 12, vr
         if not vr.isalpha() or not vr.isupper():
-            raise InvalidDicomError(f"invalid VR {vr!r} for element ({group:04X},{element:04X})")
+            raise MalformedDicomError(f"invalid VR {vr!r} for element ({group:04X},{element:04X})")
         (length,) = self.u16.unpack_from(self.data, offset + 6)
         return group, element, length, offset + 8, vr
 
     def dataset(self, offset: int, end: int | None, depth: int = 0) -> int:
         """Walk elements from ``offset`` to ``end`` (or an item delimiter when ``end`` is None)."""
         if depth > 32:
-            raise InvalidDicomError("sequences nested more than 32 levels deep")
+            raise MalformedDicomError("sequences nested more than 32 levels deep")
         stop = self.end if end is None else end
         while offset < stop:
             group, element, length, value, vr = self._header(offset)
@@ -206,7 +200,7 @@ class _Walker:
                 self.items(value, depth, fragments=False, end=value + length)
             offset = value + length
         if end is None and depth > 0:
-            raise InvalidDicomError("data set is truncated: an item has no end")
+            raise MalformedDicomError("data set is truncated: an item has no end")
         return offset
 
     def items(self, offset: int, depth: int, *, fragments: bool, end: int | None = None) -> int:
@@ -221,7 +215,7 @@ class _Walker:
             if (group, element) == _SEQUENCE_END:
                 return offset
             if (group, element) != _ITEM:
-                raise InvalidDicomError(f"expected an item, found ({group:04X},{element:04X})")
+                raise MalformedDicomError(f"expected an item, found ({group:04X},{element:04X})")
             if length == _UNDEFINED and not fragments:
                 offset = self.dataset(offset, None, depth + 1)
                 continue
@@ -239,7 +233,7 @@ def check_structure(data: bytes | memoryview, transfer_syntax: str) -> None:
 
     :param data: the encoded data set (the bytes following the file meta).
     :param transfer_syntax: its transfer syntax UID.
-    :raises InvalidDicomError: the data set is truncated or malformed.
+    :raises MalformedDicomError: the data set is truncated or malformed.
     """
     view = memoryview(data)
     if transfer_syntax == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
@@ -247,13 +241,13 @@ def check_structure(data: bytes | memoryview, transfer_syntax: str) -> None:
         try:
             view = memoryview(inflater.decompress(bytes(view)) + inflater.flush())
         except zlib.error as exc:
-            raise InvalidDicomError(f"deflated data set cannot be inflated: {exc}") from None
+            raise MalformedDicomError(f"deflated data set cannot be inflated: {exc}") from None
         if not inflater.eof:
-            raise InvalidDicomError("deflated data set is truncated")
+            raise MalformedDicomError("deflated data set is truncated")
     implicit = transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
     little = transfer_syntax != EXPLICIT_VR_BIG_ENDIAN
     if len(view) == 0:
-        raise InvalidDicomError("the file has no data set after its meta information")
+        raise MalformedDicomError("the file has no data set after its meta information")
     _Walker(view, implicit, little).dataset(0, len(view))
 
 
@@ -262,12 +256,12 @@ def read_dataset_bytes(info: DicomFileInfo, *, check: bool = True) -> memoryview
 
     :param info: from :func:`read_meta`.
     :param check: run :func:`check_structure` on it.
-    :raises InvalidDicomError: the file changed since :func:`read_meta`, or is truncated/malformed.
+    :raises MalformedDicomError: the file changed since :func:`read_meta`, or is truncated/malformed.
     :raises OSError: the file cannot be read.
     """
     raw = Path(info.path).read_bytes()
     if len(raw) != info.size:
-        raise InvalidDicomError(f"the file changed while being sent ({info.size} -> {len(raw)} bytes)")
+        raise MalformedDicomError(f"the file changed while being sent ({info.size} -> {len(raw)} bytes)")
     data = memoryview(raw)[info.dataset_offset :]
     if check:
         check_structure(data, info.transfer_syntax)

@@ -56,8 +56,8 @@ from pynetdicom.sop_class import (
 from airflow_dicom.dimse.association import accepted_context, open_association
 from airflow_dicom.dimse.errors import (
     AssociationAbortedError,
-    DicomError,
     DimseFailureError,
+    FindTruncatedError,
     InvalidRequestError,
     NoAcceptedContextError,
 )
@@ -556,26 +556,6 @@ class FindStats:
             "results": self.results,
             "seconds": round(self.seconds, 3),
         }
-
-
-class FindTruncatedError(DicomError):
-    """The node truncates a query that cannot be split any further: a complete result is impossible.
-
-    :param node: the node.
-    :param level: the level of the truncated query.
-    :param where: the interval (or study/series UID) of the truncated query.
-    :param reason: how the truncation showed (status or limit).
-    :param advice: what the user can do.
-    """
-
-    def __init__(self, node: DicomNode, level: str, where: str, reason: str, advice: str) -> None:
-        self.node = node
-        self.level = level
-        self.where = where
-        super().__init__(
-            f"C-FIND at {level} level to {node.describe()} is truncated for {where} ({reason}) and cannot be "
-            f"split further, so the result would be incomplete; nothing partial is returned. {advice}"
-        )
 
 
 _LIMIT_ADVICE = (

@@ -46,10 +46,10 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from airflow_dicom.dimse.arrivals import ArrivalLog, ArrivalRecord, StudyArrivals, now, study_arrivals
+from airflow_dicom.dimse.errors import UnreadableDatasetError, UnsafeIdentifierError
 from airflow_dicom.dimse.status import Status
 from airflow_dicom.dimse.storage_layout import (
     Layout,
-    UnsafeIdentifierError,
     is_valid_uid,
     relative_instance_path,
     resolve_inside,
@@ -81,10 +81,6 @@ _HEADER_TAGS = [
 
 #: bytes of a deflated dataset inflated to find the header tags
 _MAX_INFLATED_HEADER = 4 << 20
-
-
-class UnreadableDatasetError(ValueError):
-    """The received bytes are not a dataset we can read the identifiers from."""
 
 
 @dataclass(frozen=True)

@@ -43,14 +43,17 @@ from pydicom.uid import UID
 
 from airflow_dicom.dimse import dicomfile
 from airflow_dicom.dimse.association import MAX_CONTEXTS, open_association
-from airflow_dicom.dimse.dicomfile import DicomFileInfo, InvalidDicomError, NotDicomError
+from airflow_dicom.dimse.dicomfile import DicomFileInfo
 from airflow_dicom.dimse.errors import (
     AssociationAbortedError,
     AssociationRejectedError,
     DicomError,
     InvalidRequestError,
+    MalformedDicomError,
     NoAcceptedContextError,
     NodeUnreachableError,
+    NotDicomError,
+    SendFailedError,
 )
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.status import category, describe_status
@@ -68,25 +71,6 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 #: the uncompressed syntaxes offered as fallback when transcoding is allowed, in preference order.
 FALLBACK_SYNTAXES = (dicomfile.EXPLICIT_VR_LITTLE_ENDIAN, dicomfile.IMPLICIT_VR_LITTLE_ENDIAN)
 DEFAULT_PARALLEL = 2
-
-
-class SendFailedError(DicomError):
-    """More files failed to be stored than the caller allows.
-
-    :param report: the complete account of the send.
-    :param max_failed: the number of failed files that was allowed.
-    """
-
-    def __init__(self, report: SendReport, max_failed: int) -> None:
-        self.report = report
-        self.max_failed = max_failed
-        failed = report.failed
-        shown = "; ".join(f"{r.path}: {r.reason}" for r in failed[:20])
-        more = f"; and {len(failed) - 20} more" if len(failed) > 20 else ""
-        super().__init__(
-            f"C-STORE to {report.node.describe()}: {len(failed)} of {report.files} files failed "
-            f"(allowed: {max_failed}): {shown}{more}"
-        )
 
 
 @dataclass(frozen=True)
@@ -306,7 +290,7 @@ def scan(paths: Sequence[str]) -> tuple[list[DicomFileInfo], list[FileResult]]:
         except NotDicomError as exc:
             rejected.append(FileResult(path, SKIPPED, reason=str(exc)))
             continue
-        except InvalidDicomError as exc:
+        except MalformedDicomError as exc:
             rejected.append(FileResult(path, FAILED, reason=f"invalid DICOM file: {exc}"))
             continue
         except OSError as exc:
@@ -572,7 +556,7 @@ class _Sender:
                     data: Any = dicomfile.read_dataset_bytes(info, check=self.check_files)
                 else:
                     data = _transcode(info, target)
-            except (InvalidDicomError, OSError) as exc:
+            except (MalformedDicomError, OSError) as exc:
                 pending.popleft()
                 self._failed(info, f"invalid DICOM file: {exc}", attempts=attempts.get(info.path, 0))
                 continue

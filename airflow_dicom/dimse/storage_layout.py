@@ -13,6 +13,8 @@ import os
 import re
 from pathlib import Path
 
+from airflow_dicom.dimse.errors import UnsafeIdentifierError
+
 #: PS3.5 9.1: digits and dots, no empty component, at most 64 characters. Leading zeros in a component
 #: are tolerated (common in real archives and harmless in a file name).
 _UID_RE = re.compile(r"[0-9]+(?:\.[0-9]+)*\Z")
@@ -23,17 +25,6 @@ MAX_PATIENT_ID_LENGTH = 64
 _SAFE_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 #: directory name for an empty PatientID ("_" is never produced by the encoding, so no collision).
 EMPTY_PATIENT_ID_DIR = "_"
-
-
-class UnsafeIdentifierError(ValueError):
-    """An identifier cannot be used in a file path (the instance is refused)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        """:param field: the attribute keyword (``SOPInstanceUID``...).
-        :param reason: why it was refused (never the value itself if it may be PHI)."""
-        super().__init__(f"{field} {reason}")
-        self.field = field
-        self.reason = reason
 
 
 class Layout(str, enum.Enum):

@@ -14,9 +14,9 @@ from harness.dcmtk import findscu_datasets
 from harness.orthanc import OrthancServer
 from harness.synth import Corpus, dataset_bytes, make_same_day_corpus
 
-from airflow_dicom.dimse.errors import InvalidRequestError
+from airflow_dicom.dimse.errors import FindTruncatedError, InvalidRequestError
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.query import FindStats, FindTruncatedError, build_query, find_all
+from airflow_dicom.dimse.query import FindStats, build_query, find_all
 from airflow_dicom.landing import find_and_land, read_find_dataset
 
 pytestmark = pytest.mark.integration

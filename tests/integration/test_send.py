@@ -14,9 +14,9 @@ from harness.synth import make_corpus, make_instance, write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom.sop_class import _STORAGE_CLASSES
 
-from airflow_dicom.dimse.errors import InvalidRequestError, NodeUnreachableError
+from airflow_dicom.dimse.errors import InvalidRequestError, NodeUnreachableError, SendFailedError
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.send import SendFailedError, send
+from airflow_dicom.dimse.send import send
 from airflow_dicom.dimse.status import Status
 
 pytestmark = pytest.mark.integration

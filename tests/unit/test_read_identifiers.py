@@ -13,7 +13,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from airflow_dicom.dimse import receiver
-from airflow_dicom.dimse.receiver import UnreadableDatasetError, read_identifiers
+from airflow_dicom.dimse.errors import UnreadableDatasetError
+from airflow_dicom.dimse.receiver import read_identifiers
 
 
 def _body(ds: Dataset) -> bytes:

@@ -12,6 +12,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 
 from airflow_dicom.dimse import dicomfile
+from airflow_dicom.dimse.errors import MalformedDicomError, NotDicomError
 from airflow_dicom.dimse.send import files_from_manifest, plan
 from airflow_dicom.dimse.tuning import (
     check_low_latency_requestor,
@@ -74,10 +75,10 @@ def test_meta_and_structure_checks(tmp_path: Path, ts: str) -> None:
     assert len(data) == info.dataset_size
     raw = path.read_bytes()
     for cut in (2, 17, len(data) // 2):  # (deflated data may end with one padding byte)
-        with pytest.raises(dicomfile.InvalidDicomError):
+        with pytest.raises(MalformedDicomError):
             dicomfile.check_structure(memoryview(raw)[info.dataset_offset : len(raw) - cut], ts)
     (tmp_path / "b.txt").write_bytes(b"hello" * 100)
-    with pytest.raises(dicomfile.NotDicomError):
+    with pytest.raises(NotDicomError):
         dicomfile.read_meta(tmp_path / "b.txt")
 
 

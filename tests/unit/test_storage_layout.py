@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from harness.hostile import HOSTILE_VALUES
 
+from airflow_dicom.dimse.errors import UnsafeIdentifierError
 from airflow_dicom.dimse.storage_layout import (
     Layout,
-    UnsafeIdentifierError,
     checked_uid,
     is_valid_uid,
     patient_dir_name,
