@@ -26,7 +26,6 @@ import os
 import queue
 import secrets
 import socket
-import struct
 import threading
 import time
 import weakref
@@ -46,7 +45,8 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from airflow_dicom.dimse.arrivals import ArrivalLog, ArrivalRecord, StudyArrivals, now, study_arrivals
-from airflow_dicom.dimse.errors import UnreadableDatasetError, UnsafeIdentifierError
+from airflow_dicom.dimse.codec import ElementWalker, decode_text, encode_file_meta
+from airflow_dicom.dimse.errors import MalformedDicomError, UnreadableDatasetError, UnsafeIdentifierError
 from airflow_dicom.dimse.status import Status
 from airflow_dicom.dimse.storage_layout import (
     Layout,
@@ -54,7 +54,7 @@ from airflow_dicom.dimse.storage_layout import (
     relative_instance_path,
     resolve_inside,
 )
-from airflow_dicom.dimse.tuning import encode_file_meta, make_receiver_ae
+from airflow_dicom.dimse.tuning import make_receiver_ae
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ _HEADER_TAGS = [
     _STUDY_UID,
     _SERIES_UID,
 ]
-
+_WANTED = frozenset(int(tag) for tag in _HEADER_TAGS)
 
 #: bytes of a deflated dataset inflated to find the header tags
 _MAX_INFLATED_HEADER = 4 << 20
@@ -94,123 +94,49 @@ class Identifiers:
     sop_class_uid: str | None
 
 
+def _patient_id(raw: bytes, charset: bytes | str | None) -> str:
+    """PatientID decoded with the dataset's Specific Character Set (pydicom's decoder)."""
+    text = charset.decode("ascii", "replace") if isinstance(charset, bytes) else charset or ""
+    text = text.rstrip("\0 ").strip()
+    encodings = convert_encodings([c.strip() for c in text.split("\\")] if text else None)
+    return decode_bytes(raw, encodings, set()).rstrip("\0 ").strip()
+
+
+def _from_values(values: dict[int, Any]) -> Identifiers:
+    """Identifiers from ``{tag: raw value}`` (bytes from the codec; pydicom values are accepted too)."""
+
+    def text(tag: int) -> str | None:
+        value = values.get(tag)
+        if value is None:
+            return None
+        return decode_text(value) if isinstance(value, bytes) else str(value).rstrip("\0 ").strip()
+
+    raw_pid = values.get(int(_PATIENT_ID))
+    patient_id = None
+    if isinstance(raw_pid, bytes):
+        patient_id = _patient_id(raw_pid, values.get(int(_SPECIFIC_CHARACTER_SET)))
+    elif raw_pid is not None:
+        patient_id = str(raw_pid).rstrip("\0 ").strip()
+    return Identifiers(
+        sop_uid=text(int(_SOP_INSTANCE_UID)),
+        study_uid=text(int(_STUDY_UID)),
+        series_uid=text(int(_SERIES_UID)),
+        patient_id=patient_id,
+        sop_class_uid=text(int(_SOP_CLASS_UID)),
+    )
+
+
 def _stop_after_series(tag: Any, vr: Any, length: int) -> bool:
     return tag > _SERIES_UID
-
-
-def _text(raw: Any) -> str | None:
-    if raw is None or raw.value is None:
-        return None
-    value = raw.value
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    return str(value).rstrip("\0 ").strip()
-
-
-#: explicit VRs with a 4-byte length (PS3.5 7.1.2)
-_LONG_LENGTH_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-_WANTED = {int(t): t for t in _HEADER_TAGS}
-_LAST_WANTED = int(_SERIES_UID)
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-
-
-class _ScanError(Exception):
-    """The fast scanner met something it does not handle: use pydicom."""
-
-
-def _element_header(data: bytes, pos: int, implicit: bool) -> tuple[int, bytes | None, int, int]:
-    """(tag, VR, value length, position of the value) of the element at ``pos``."""
-    if pos + 8 > len(data):
-        raise _ScanError
-    group, element = struct.unpack_from("<HH", data, pos)
-    tag = group << 16 | element
-    if implicit or group == 0xFFFE:
-        return tag, None, struct.unpack_from("<I", data, pos + 4)[0], pos + 8
-    vr = data[pos + 4 : pos + 6]
-    if vr in _LONG_LENGTH_VRS:
-        if pos + 12 > len(data):
-            raise _ScanError
-        return tag, vr, struct.unpack_from("<I", data, pos + 8)[0], pos + 12
-    if not vr.isalpha():
-        raise _ScanError
-    return tag, vr, struct.unpack_from("<H", data, pos + 6)[0], pos + 8
-
-
-def _skip_sequence(data: bytes, pos: int, implicit: bool, depth: int) -> int:
-    """Skip an undefined-length sequence's items; return the position after its delimiter."""
-    if depth > 16:
-        raise _ScanError
-    while True:
-        tag, _, length, pos = _element_header(data, pos, True)
-        if tag == _SEQUENCE_END:
-            return pos
-        if tag != _ITEM:
-            raise _ScanError
-        if length != _UNDEFINED:
-            pos += length
-            continue
-        while True:  # elements of an undefined-length item, up to its delimiter
-            tag, vr, length, pos = _element_header(data, pos, implicit)
-            if tag == _ITEM_END:
-                break
-            if length == _UNDEFINED:
-                if vr not in (None, b"SQ"):  # e.g. UN of undefined length (implicit inside): pydicom
-                    raise _ScanError
-                pos = _skip_sequence(data, pos, implicit, depth + 1)
-            else:
-                pos += length
-
-
-def _scan_header(data: bytes, implicit: bool) -> dict[int, bytes]:
-    """Raw values of the wanted top-level elements, reading little endian elements up to (0020,000E)."""
-    found: dict[int, bytes] = {}
-    pos, end = 0, len(data)
-    while pos < end:
-        tag, vr, length, pos = _element_header(data, pos, implicit)
-        if tag > _LAST_WANTED:
-            break
-        if tag >> 16 == 0xFFFE:
-            raise _ScanError
-        if length == _UNDEFINED:
-            if vr not in (None, b"SQ"):
-                raise _ScanError
-            pos = _skip_sequence(data, pos, implicit, 0)
-            continue
-        if pos + length > end:
-            raise _ScanError
-        if tag in _WANTED:
-            found[tag] = data[pos : pos + length]
-        pos += length
-    return found
-
-
-def _identifiers_from_raw(raw: dict[int, bytes]) -> Identifiers:
-    def text(tag: Any) -> str | None:
-        value = raw.get(int(tag))
-        return None if value is None else value.decode("ascii", "replace").rstrip("\0 ").strip()
-
-    patient_id = None
-    if int(_PATIENT_ID) in raw:
-        charset = text(_SPECIFIC_CHARACTER_SET) or ""
-        encodings = convert_encodings([c.strip() for c in charset.split("\\")] if charset else None)
-        patient_id = decode_bytes(raw[int(_PATIENT_ID)], encodings, set()).rstrip("\0 ").strip()
-    return Identifiers(
-        sop_uid=text(_SOP_INSTANCE_UID),
-        study_uid=text(_STUDY_UID),
-        series_uid=text(_SERIES_UID),
-        patient_id=patient_id,
-        sop_class_uid=text(_SOP_CLASS_UID),
-    )
 
 
 def read_identifiers(data: bytes, transfer_syntax: str) -> Identifiers:
     """Read SOP/Study/Series Instance UIDs, SOP Class UID and PatientID from an encoded dataset.
 
     Only the top-level elements up to (0020,000E) are parsed, values are not validated by pydicom (the
-    caller validates what becomes a path), pixel data is never touched.
+    caller validates what becomes a path), pixel data is never touched. Little endian data sets are read
+    with the codec's element walker; anything it cannot read (and deflated or big endian data) is read by
+    pydicom, which decides.
 
     :param data: the dataset as received (no file meta).
     :param transfer_syntax: the transfer syntax it is encoded in.
@@ -219,9 +145,18 @@ def read_identifiers(data: bytes, transfer_syntax: str) -> Identifiers:
     ts = UID(transfer_syntax)
     if ts.is_little_endian and not ts.is_deflated:
         try:
-            return _identifiers_from_raw(_scan_header(data, ts.is_implicit_VR))
-        except (_ScanError, struct.error, LookupError, ValueError):
+            return _read_with_codec(data, ts.is_implicit_VR)
+        except (MalformedDicomError, LookupError, ValueError):
             pass  # unusual encoding (or not a dataset): pydicom decides
+    return _read_with_pydicom(data, ts)
+
+
+def _read_with_codec(data: bytes, implicit: bool) -> Identifiers:
+    walker = ElementWalker(data, implicit=implicit)
+    return _from_values(walker.values(_WANTED, stop=int(_SERIES_UID)))
+
+
+def _read_with_pydicom(data: bytes, ts: UID) -> Identifiers:
     try:
         if ts.is_deflated:  # the header is near the start: never inflate a whole (possibly hostile) stream
             data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, _MAX_INFLATED_HEADER)
@@ -232,22 +167,12 @@ def read_identifiers(data: bytes, transfer_syntax: str) -> Identifiers:
             stop_when=_stop_after_series,
             specific_tags=_HEADER_TAGS,
         )
-        raw = {tag: ds.get_item(tag) for tag in _HEADER_TAGS}
-        patient_id = None
-        raw_pid = raw[_PATIENT_ID]
-        if raw_pid is not None and raw_pid.value is not None:
-            charset = _text(raw[_SPECIFIC_CHARACTER_SET]) or ""
-            encodings = convert_encodings([c.strip() for c in charset.split("\\")] if charset else None)
-            value = raw_pid.value
-            text = decode_bytes(value, encodings, set()) if isinstance(value, bytes) else str(value)
-            patient_id = text.rstrip("\0 ").strip()
-        return Identifiers(
-            sop_uid=_text(raw[_SOP_INSTANCE_UID]),
-            study_uid=_text(raw[_STUDY_UID]),
-            series_uid=_text(raw[_SERIES_UID]),
-            patient_id=patient_id,
-            sop_class_uid=_text(raw[_SOP_CLASS_UID]),
-        )
+        values = {}
+        for tag in _HEADER_TAGS:
+            element = ds.get_item(tag)
+            if element is not None and element.value is not None:
+                values[int(tag)] = element.value
+        return _from_values(values)
     except Exception as exc:  # anything pydicom or zlib raise on garbage
         raise UnreadableDatasetError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from airflow_dicom.dimse import dicomfile
 from airflow_dicom.dimse.association import MAX_CONTEXTS, open_association
@@ -69,7 +69,7 @@ SKIPPED = "skipped"
 #: Media Storage Directory Storage (DICOMDIR): an index of files, not an instance to store.
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 #: the uncompressed syntaxes offered as fallback when transcoding is allowed, in preference order.
-FALLBACK_SYNTAXES = (dicomfile.EXPLICIT_VR_LITTLE_ENDIAN, dicomfile.IMPLICIT_VR_LITTLE_ENDIAN)
+FALLBACK_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 DEFAULT_PARALLEL = 2
 
 
@@ -327,7 +327,7 @@ def _contexts_for(files: Iterable[DicomFileInfo], transcode: bool) -> list[tuple
     for sop_class in sorted(by_class):
         syntaxes = sorted(by_class[sop_class])
         contexts.extend((sop_class, (ts,)) for ts in syntaxes)
-        if transcode and set(syntaxes) - {dicomfile.IMPLICIT_VR_LITTLE_ENDIAN}:
+        if transcode and set(syntaxes) - {ImplicitVRLittleEndian}:
             contexts.append((sop_class, FALLBACK_SYNTAXES))
     return contexts
 

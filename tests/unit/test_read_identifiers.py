@@ -13,7 +13,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from airflow_dicom.dimse import receiver
-from airflow_dicom.dimse.errors import UnreadableDatasetError
+from airflow_dicom.dimse.errors import MalformedDicomError, UnreadableDatasetError
 from airflow_dicom.dimse.receiver import read_identifiers
 
 
@@ -56,9 +56,9 @@ def test_fast_scanner_agrees_with_pydicom(
     assert fast.sop_class_uid == ds.SOPClassUID
 
     def refuse(*args: object) -> dict:
-        raise receiver._ScanError
+        raise MalformedDicomError("refused")
 
-    monkeypatch.setattr(receiver, "_scan_header", refuse)
+    monkeypatch.setattr(receiver, "_read_with_codec", refuse)
     assert read_identifiers(body, syntax) == fast  # the pydicom path reads the same
 
 

@@ -2,65 +2,21 @@
 
 from __future__ import annotations
 
-from io import BytesIO
 from pathlib import Path
 
 import pytest
 from harness.synth import make_instance, write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_STORE
 
 from airflow_dicom.dimse import dicomfile
 from airflow_dicom.dimse.errors import MalformedDicomError, NotDicomError
 from airflow_dicom.dimse.send import files_from_manifest, plan
-from airflow_dicom.dimse.tuning import (
-    check_low_latency_requestor,
-    check_pynetdicom,
-    decode_c_store_rsp,
-    encode_c_store_rq,
-)
+from airflow_dicom.dimse.tuning import check_low_latency_requestor, check_pynetdicom
 
 
 def test_pynetdicom_internals_used_by_the_low_latency_sender_are_present() -> None:
     assert check_low_latency_requestor() == []
     assert check_pynetdicom() == []
-
-
-@pytest.mark.parametrize("sop_instance", ["1.2.3.4", "1.2.840.113619.2.55.3.604688119.971.1234567890.12"])
-def test_command_set_is_encoded_exactly_like_pynetdicom(sop_instance: str) -> None:
-    req = C_STORE()
-    req.MessageID = 7
-    req.Priority = 2
-    req.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    req.AffectedSOPInstanceUID = sop_instance
-    req.DataSet = BytesIO(b"\x08\x00\x16\x00\x02\x00\x00\x001\x00")
-    msg = C_STORE_RQ()
-    msg.primitive_to_message(req)
-    expected = b"".join(pdv[1:] for pdv in _command_fragments(msg))
-    assert encode_c_store_rq(7, "1.2.840.10008.5.1.4.1.1.2", sop_instance) == expected
-
-
-def _command_fragments(msg: C_STORE_RQ) -> list[bytes]:
-    return [p.presentation_data_value_list[0][1] for p in msg.encode_msg(1, 0)][:1]
-
-
-def test_c_store_rsp_is_decoded_by_hand() -> None:
-    rsp = C_STORE()
-    rsp.MessageIDBeingRespondedTo = 513
-    rsp.Status = 0xA700
-    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    rsp.AffectedSOPInstanceUID = "1.2.3.45"
-    rsp.ErrorComment = "disk full"
-    msg = C_STORE_RSP()
-    msg.primitive_to_message(rsp)
-    encoded = next(iter(msg.encode_msg(1, 0))).presentation_data_value_list[0][1][1:]
-    decoded = decode_c_store_rsp(encoded)
-    assert decoded is not None
-    assert (decoded.MessageIDBeingRespondedTo, decoded.Status) == (513, 0xA700)
-    assert decoded.AffectedSOPInstanceUID == "1.2.3.45" and decoded.ErrorComment == "disk full"
-    assert decode_c_store_rsp(encode_c_store_rq(1, "1.2", "1.3")) is None  # a request, not a response
-    assert decode_c_store_rsp(encoded[:-3]) is None  # truncated
 
 
 @pytest.mark.parametrize(
