@@ -32,7 +32,9 @@ from typing import Any
 from harness.dcmtk import DcmtkStorescp, storescu
 from harness.ports import free_port
 from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, StoragePresentationContexts, evt
 
+from airflow_dicom.dimse.pynetdicom_ext import make_nodelay_ae
 from airflow_dicom.dimse.receiver import Receiver
 from airflow_dicom.testing import make_corpus
 
@@ -105,11 +107,7 @@ class PacsaniniBaseline(AbstractContextManager):
         return 0x0000
 
     def __enter__(self) -> PacsaniniBaseline:
-        from pynetdicom import AE, StoragePresentationContexts, evt
-
-        from airflow_dicom.dimse.tuning import make_ae
-
-        ae = make_ae("PACSANINI") if self.nodelay else AE(ae_title="PACSANINI")
+        ae = make_nodelay_ae("PACSANINI") if self.nodelay else AE(ae_title="PACSANINI")
         ae.supported_contexts = StoragePresentationContexts
         self._server = ae.start_server(
             ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._handle)]

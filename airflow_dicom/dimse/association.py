@@ -1,8 +1,9 @@
 """The one place where associations are opened and closed.
 
 Every DICOM service in this package gets its association from :func:`open_association`, which always
-sends the node's called AE title, sets TCP_NODELAY (through :mod:`airflow_dicom.dimse.tuning`), applies
-the node's timeouts and maximum PDU, and turns every way an association can fail into a typed error.
+sends the node's called AE title, uses the requestor of :mod:`airflow_dicom.dimse.pynetdicom_ext`
+(TCP_NODELAY, a ``select()``-based DUL, a reactor that never takes a response), applies the node's
+timeouts and maximum PDU, and turns every way an association can fail into a typed error.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from airflow_dicom.dimse.errors import (
     NodeUnreachableError,
 )
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.tuning import NoDelayAssociationSocket, make_ae, make_low_latency_ae
+from airflow_dicom.dimse.pynetdicom_ext import connect_error, make_requestor_ae
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,7 @@ def _tls_args(node: DicomNode) -> tuple[ssl.SSLContext, str] | None:
     return context, node.host
 
 
-def _unreachable_reason(assoc: Association, node: DicomNode) -> str:
-    sock = assoc.dul.socket
-    error = getattr(sock, "connect_error", None) if isinstance(sock, NoDelayAssociationSocket) else None
-    if error is None:
-        return "the TCP connection could not be made"
+def _unreachable_reason(error: OSError, node: DicomNode) -> str:
     if isinstance(error, TimeoutError) or "timed out" in str(error):
         return f"no answer within {node.acse_timeout:g} s (connection timed out)"
     if isinstance(error, ConnectionRefusedError):
@@ -79,7 +76,6 @@ def open_association(
     purpose: str,
     evt_handlers: list[Any] | None = None,
     ext_neg: list[Any] | None = None,
-    low_latency: bool = False,
 ) -> Iterator[Association]:
     """Open an association with ``node`` proposing ``contexts``; release it on exit.
 
@@ -89,15 +85,12 @@ def open_association(
     :param purpose: what the association is for (``C-ECHO``, ``C-FIND``...), used in messages.
     :param evt_handlers: pynetdicom ``(event, handler)`` bindings, e.g. a C-STORE handler for C-GET.
     :param ext_neg: extended negotiation items (e.g. SCP/SCU role selection for C-GET).
-    :param low_latency: use :class:`~airflow_dicom.dimse.tuning.LowLatencyAE` (select-based DUL, a
-        reactor that never consumes DIMSE messages, a write lock for
-        :func:`~airflow_dicom.dimse.tuning.send_c_store_raw`): for services sending many messages.
     :raises NodeUnreachableError: the TCP connection failed.
     :raises AssociationRejectedError: the node sent A-ASSOCIATE-RJ.
     :raises AssociationAbortedError: the node aborted during negotiation or did not answer in time.
     :raises NoAcceptedContextError: the node accepted but refused every proposed context.
     """
-    ae = (make_low_latency_ae if low_latency else make_ae)(node.calling_ae_title)
+    ae = make_requestor_ae(node.calling_ae_title)
     ae.acse_timeout = node.acse_timeout
     ae.dimse_timeout = node.dimse_timeout
     ae.network_timeout = node.network_timeout
@@ -125,8 +118,9 @@ def open_association(
                 source_text=rj.source_str,
                 reason_text=rj.reason_str,
             )
-        if getattr(assoc.dul.socket, "connect_error", None) is not None:
-            raise NodeUnreachableError(node, _unreachable_reason(assoc, node))
+        error = connect_error(assoc)
+        if error is not None:
+            raise NodeUnreachableError(node, _unreachable_reason(error, node))
         if assoc.rejected_contexts and not assoc.accepted_contexts:
             # pynetdicom aborts (A-ABORT) an accepted association in which every context was refused
             raise NoAcceptedContextError(node, purpose)

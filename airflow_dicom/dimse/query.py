@@ -63,7 +63,6 @@ from airflow_dicom.dimse.errors import (
 )
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.status import Status, describe_status, is_pending
-from airflow_dicom.dimse.tuning import park_reactor
 
 log = logging.getLogger(__name__)
 
@@ -617,7 +616,6 @@ class _Session:
         self.stats.queries += 1
         rows: list[Dataset] = []
         final: int | None = None
-        park_reactor(self.assoc)  # else pynetdicom's reactor may steal (and drop) a response
         for status_ds, found in self.assoc.send_c_find(identifier, uid):
             code = getattr(status_ds, "Status", None)
             if code is None:

@@ -47,6 +47,7 @@ from pynetdicom.sop_class import Verification
 from airflow_dicom.dimse.arrivals import ArrivalLog, ArrivalRecord, StudyArrivals, now, study_arrivals
 from airflow_dicom.dimse.codec import ElementWalker, decode_text, encode_file_meta
 from airflow_dicom.dimse.errors import MalformedDicomError, UnreadableDatasetError, UnsafeIdentifierError
+from airflow_dicom.dimse.pynetdicom_ext import make_acceptor_ae
 from airflow_dicom.dimse.status import Status
 from airflow_dicom.dimse.storage_layout import (
     Layout,
@@ -54,7 +55,6 @@ from airflow_dicom.dimse.storage_layout import (
     relative_instance_path,
     resolve_inside,
 )
-from airflow_dicom.dimse.tuning import make_receiver_ae
 
 log = logging.getLogger(__name__)
 
@@ -679,7 +679,7 @@ class Receiver:
         self._requested_port = port
         self.allowed_aets = [a.strip() for a in allowed_aets] if allowed_aets else None
         self.max_associations = max_associations
-        self._ae = make_receiver_ae(ae_title)
+        self._ae = make_acceptor_ae(ae_title)
         self._ae.acse_timeout = acse_timeout
         self._ae.dimse_timeout = dimse_timeout
         self._ae.network_timeout = network_timeout
@@ -767,18 +767,14 @@ class Receiver:
         server, self._server = self._server, None
         if server is None:
             return
-        # stop accepting: end the accept loop and close the listening socket, keep the associations
-        _stop_accepting(server)
+        # stop accepting: end the accept loop and close the listening socket; in-flight associations go on
+        server.shutdown()
         deadline = time.monotonic() + grace
         while server.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
         for assoc in server.active_associations:
             log.warning("aborting association from %s still running after %.0f s", _peer(assoc), grace)
             assoc.abort()
-        try:
-            self._ae._servers.remove(server)
-        except ValueError:
-            pass
         self.writer.close()
         log.info("receiver %s on port %d stopped", self.ae_title, self.port)
 
@@ -809,13 +805,6 @@ class Receiver:
 
     def _on_rejected(self, event: Any) -> None:
         log.warning("association from %s rejected", _peer(event.assoc))
-
-
-def _stop_accepting(server: Any) -> None:
-    import socketserver
-
-    socketserver.BaseServer.shutdown(server)  # ends serve_forever (does not touch associations)
-    server.server_close()
 
 
 def _peer(assoc: Any) -> str:

@@ -869,11 +869,10 @@ class Retriever:
                     purpose="C-GET",
                     evt_handlers=handlers,
                     ext_neg=roles,
-                    low_latency=True,
                 )
             )
         models = [StudyRootQueryRetrieveInformationModelMove, PatientRootQueryRetrieveInformationModelMove]
-        return stack.enter_context(open_association(self.node, models, purpose="C-MOVE", low_latency=True))
+        return stack.enter_context(open_association(self.node, models, purpose="C-MOVE"))
 
     def _worker(
         self,

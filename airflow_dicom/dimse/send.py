@@ -18,8 +18,9 @@ How a send works:
    response timeout: the association is aborted and the file retried on a fresh association
    (``retries`` times), and the retry is reported.
 
-Associations come from :func:`~airflow_dicom.dimse.association.open_association` with
-``low_latency=True`` (see :mod:`airflow_dicom.dimse.tuning`).
+Associations come from :func:`~airflow_dicom.dimse.association.open_association`; each C-STORE is written
+by :func:`~airflow_dicom.dimse.pynetdicom_ext.send_c_store` (command set encoded by the codec, the file's
+bytes as they are).
 
 The caller decides the policy: :meth:`SendReport.raise_for_failures` fails when more than
 ``max_failed`` files failed (default 0).
@@ -30,7 +31,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import queue
 import threading
 import time
 from collections import deque
@@ -49,6 +49,7 @@ from airflow_dicom.dimse.errors import (
     AssociationRejectedError,
     DicomError,
     InvalidRequestError,
+    LostResponseError,
     MalformedDicomError,
     NoAcceptedContextError,
     NodeUnreachableError,
@@ -56,8 +57,8 @@ from airflow_dicom.dimse.errors import (
     SendFailedError,
 )
 from airflow_dicom.dimse.node import DicomNode
+from airflow_dicom.dimse.pynetdicom_ext import send_c_store
 from airflow_dicom.dimse.status import category, describe_status
-from airflow_dicom.dimse.tuning import RawSendError, send_c_store_raw
 
 log = logging.getLogger(__name__)
 
@@ -369,37 +370,6 @@ def plan(files: Sequence[DicomFileInfo], *, parallel: int, transcode: bool) -> l
 # ---------------------------------------------------------------------------- sending
 
 
-class _LostResponse(Exception):
-    """No C-STORE response arrived (timeout or aborted association)."""
-
-
-def _wait_response(assoc: Any, msg_id: int, timeout: float) -> Any:
-    """The C-STORE response for ``msg_id``; raises :class:`_LostResponse` if none comes in time."""
-    deadline = time.monotonic() + timeout
-    messages = assoc.dimse.msg_queue
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _LostResponse(f"no C-STORE response within {timeout:g} s")
-        try:
-            _, rsp = messages.get(timeout=min(remaining, 0.25))
-        except queue.Empty:
-            if assoc.is_aborted or not assoc.is_established or not assoc.dul.is_alive():
-                raise _LostResponse("the association was aborted before the C-STORE response") from None
-            continue
-        if rsp is None:
-            raise _LostResponse("the association was aborted before the C-STORE response")
-        responded_to = getattr(rsp, "MessageIDBeingRespondedTo", None)
-        if responded_to != msg_id:
-            log.warning(
-                "ignoring an unexpected DIMSE message (responding to %s, waiting for %s)",
-                responded_to,
-                msg_id,
-            )
-            continue
-        return rsp
-
-
 def _transcode(info: DicomFileInfo, target: str) -> bytes:
     """Decode the file with pydicom and encode its data set in the uncompressed ``target`` syntax."""
     import pydicom
@@ -472,9 +442,7 @@ class _Sender:
         attempts: dict[str, int] = {}
         while pending:
             try:
-                with open_association(
-                    self.node, list(job.contexts), purpose="C-STORE", low_latency=True
-                ) as assoc:
+                with open_association(self.node, list(job.contexts), purpose="C-STORE") as assoc:
                     with self.lock:
                         self.associations += 1
                         self.active += 1
@@ -567,11 +535,17 @@ class _Sender:
             msg_id = msg_id % 65535 + 1
             attempts[info.path] = attempts.get(info.path, 0) + 1
             try:
-                send_c_store_raw(
-                    assoc, context_id, msg_id, info.sop_class_uid, info.sop_instance_uid, data, self.priority
+                rsp = send_c_store(
+                    assoc,
+                    context_id,
+                    msg_id,
+                    info.sop_class_uid,
+                    info.sop_instance_uid,
+                    data,
+                    priority=self.priority,
+                    timeout=self.response_timeout,
                 )
-                rsp = _wait_response(assoc, msg_id, self.response_timeout)
-            except (RawSendError, _LostResponse) as exc:
+            except LostResponseError as exc:
                 log.warning(
                     "C-STORE of %s to %s: %s (attempt %d)",
                     info.sop_instance_uid,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pynetdicom
 import pytest
 from harness.synth import make_instance, write_dataset
+
+from airflow_dicom.dimse import pynetdicom_ext
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
 
@@ -70,3 +73,30 @@ def test_failed_file_fails_the_task_with_the_list(
     assert (push["sent"], push["failed"]) == (4, 1)
     assert push["failures"][0]["path"].endswith("cut.dcm") and "truncated" in push["failures"][0]["reason"]
     assert scp.received_sop_uids() == set(files)
+
+
+def test_operator_runs_with_an_unsupported_pynetdicom(
+    tmp_path, dcmtk_storescp, dicom_connection, load_dag, monkeypatch
+) -> None:
+    """Outside the supported pynetdicom range the operators still work, on stock pynetdicom."""
+    (tmp_path / "src" / "sub0").mkdir(parents=True)
+    (tmp_path / "src" / "sub1").mkdir(parents=True)
+    files = _tree(tmp_path / "src", 4)
+    scp = dcmtk_storescp("DEST")
+    dicom_connection("send_dest", scp.port, "DEST")
+    second = dcmtk_storescp("SECOND")
+    dicom_connection("forward_dest", second.port, "SECOND")
+    forwarded = [str(p) for p in list(files.values())[:2]]
+    monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
+    assert not pynetdicom_ext.recheck_version()
+    try:
+        run = load_dag("dicom_send_test").test(
+            run_conf={"source": str(tmp_path / "src"), "manifest_files": forwarded}
+        )
+    finally:
+        monkeypatch.undo()
+        assert pynetdicom_ext.recheck_version()
+    assert run.state == "success"
+    assert (_xcom(run, "push")["sent"], _xcom(run, "push")["failed"]) == (4, 0)
+    assert scp.received_sop_uids() == set(files)
+    assert second.received_sop_uids() == {uid for uid, p in files.items() if str(p) in forwarded}

@@ -1,7 +1,8 @@
 """A configurable pynetdicom Storage SCP for send tests: refuses SOP classes, fails or delays some stores.
 
-Built with :func:`airflow_dicom.dimse.tuning.make_ae` (TCP_NODELAY). Received data sets are kept in memory
-as raw bytes with their transfer syntax, keyed by SOP Instance UID.
+Built with :func:`airflow_dicom.dimse.pynetdicom_ext.make_nodelay_ae` (pynetdicom's own acceptor with
+TCP_NODELAY). Received data sets are kept in memory as raw bytes with their transfer syntax, keyed by SOP
+Instance UID.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from types import TracebackType
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 
-from airflow_dicom.dimse.tuning import make_ae
+from airflow_dicom.dimse.pynetdicom_ext import make_nodelay_ae
 
 from .ports import free_port
 
@@ -83,7 +84,7 @@ class StoreSCP:
 
     def start(self) -> StoreSCP:
         """Start serving (threaded server)."""
-        ae = make_ae(self.aet)
+        ae = make_nodelay_ae(self.aet)
         refused = set(self.refuse)
         uncompressed = set(self.uncompressed_only)
         for context in AllStoragePresentationContexts:

@@ -7,9 +7,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pynetdicom import evt
+from pynetdicom.sop_class import Verification
 
 from airflow_dicom.dimse import (
     AssociationRejectedError,
@@ -18,6 +22,7 @@ from airflow_dicom.dimse import (
     echo,
 )
 from airflow_dicom.dimse.association import open_association
+from airflow_dicom.dimse.pynetdicom_ext import make_acceptor_ae, make_nodelay_ae
 
 CLI = str(Path(sys.executable).with_name("airflow-dicom"))
 
@@ -86,25 +91,19 @@ def test_silent_node_times_out_within_the_configured_timeout() -> None:
 
 
 def test_our_sockets_have_tcp_nodelay(orthanc) -> None:
-    from pynetdicom.sop_class import Verification
-
     with open_association(_node(orthanc), [Verification], purpose="test") as assoc:
         sock = assoc.dul.socket.socket
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
 
 
-def test_our_servers_set_tcp_nodelay_on_accepted_connections() -> None:
-    from pynetdicom import evt
-    from pynetdicom.sop_class import Verification
-
-    from airflow_dicom.dimse.tuning import make_ae
-
+@pytest.mark.parametrize("factory", [make_acceptor_ae, make_nodelay_ae])
+def test_our_servers_set_tcp_nodelay_on_accepted_connections(factory: Callable[[str], Any]) -> None:
     seen: list[int] = []
 
-    def on_open(event) -> None:
+    def on_open(event: Any) -> None:
         seen.append(event.assoc.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
-    ae = make_ae("OURSCP")
+    ae = factory("OURSCP")
     ae.add_supported_context(Verification)
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_CONN_OPEN, on_open)])
     try:

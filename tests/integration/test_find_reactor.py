@@ -1,8 +1,8 @@
 """Regression: pynetdicom's reactor must not steal C-FIND responses on a busy machine.
 
-Without :func:`airflow_dicom.dimse.tuning.park_reactor` 7 to 9 of 2,000 C-FINDs on one association lost
-a match here while two CPU-bound processes ran (pynetdicom logged "Received unexpected C-FIND service
-message" and dropped the response).
+With pynetdicom's own reactor 7 to 9 of 2,000 C-FINDs on one association lost a match here while two
+CPU-bound processes ran (pynetdicom logged "Received unexpected C-FIND service message" and dropped the
+response); our requestor's reactor never takes a response (``pynetdicom_ext.requestor``).
 """
 
 from __future__ import annotations

@@ -11,12 +11,6 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from airflow_dicom.dimse import dicomfile
 from airflow_dicom.dimse.errors import MalformedDicomError, NotDicomError
 from airflow_dicom.dimse.send import files_from_manifest, plan
-from airflow_dicom.dimse.tuning import check_low_latency_requestor, check_pynetdicom
-
-
-def test_pynetdicom_internals_used_by_the_low_latency_sender_are_present() -> None:
-    assert check_low_latency_requestor() == []
-    assert check_pynetdicom() == []
 
 
 @pytest.mark.parametrize(

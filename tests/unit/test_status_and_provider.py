@@ -1,9 +1,8 @@
-"""Status meanings, provider metadata and the pynetdicom adjustments' preconditions."""
+"""Status meanings and provider metadata."""
 
 from __future__ import annotations
 
 from airflow_dicom.dimse.status import Status, category, describe_status
-from airflow_dicom.dimse.tuning import check_pynetdicom
 from airflow_dicom.get_provider_info import get_provider_info
 
 
@@ -15,11 +14,6 @@ def test_status_descriptions_are_named() -> None:
     assert category(Status.SUB_OPERATIONS_WARNING) == "Warning"
     assert category(Status.UNREADABLE_DATASET) == "Failure"
     assert "unknown" in describe_status("C-FIND", 0x1234)
-
-
-def test_pynetdicom_internals_we_adjust_are_unchanged() -> None:
-    # Fails loudly when an upgrade of pynetdicom changes what dimse/tuning.py overrides.
-    assert check_pynetdicom() == []
 
 
 def test_provider_info_declares_the_dicom_connection() -> None:
