@@ -94,7 +94,7 @@ class RequestorAssociation(OwnProvidersAssociation):
         checkpoint = self._reactor_checkpoint
         self._is_paused = True
         while not self._kill:
-            checkpoint.wait(REACTOR_PERIOD)
+            time.sleep(REACTOR_PERIOD)  # parked: a send_*() call starting now need not wait for us
             if not checkpoint.is_set():
                 continue  # a send_*() exchange is running: stay parked
             self._is_paused = False
