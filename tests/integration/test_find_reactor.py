@@ -17,7 +17,7 @@ from harness.synth import dataset_bytes, make_corpus
 
 from airflow_dicom.dimse.association import open_association
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.query import FindStats, _Session, build_query
+from airflow_dicom.dimse.query import FindSession, FindStats, build_query
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ def test_no_match_is_lost_over_many_queries_on_one_association(
     query = build_query("STUDY", date_from="2024-01-01", date_to="2024-12-31")
     incomplete = 0
     with open_association(node, ["1.2.840.10008.5.1.4.1.2.2.1"], purpose="C-FIND") as assoc:
-        session = _Session(node, assoc, query, None, FindStats())
+        session = FindSession(node, assoc, query, None, FindStats())
         for _ in range(2000):
             answer = session.ask("STUDY", {"StudyInstanceUID": "", "StudyDate": "20240101-20241231"}, "year")
             if {str(r.StudyInstanceUID) for r in answer.rows} != corpus.study_uids:

@@ -30,22 +30,17 @@ digit, a non-ASCII letter or empty ones):
   and per series when an IMAGE query of one study is truncated. This works on strictly hierarchical
   PACS, and every row carries its study's ``StudyDate`` (the Parquet partition key).
 
-Time ranges use open ends for the first and last piece of a day (``-115959.999999``, ``12-``) and the
-shortest form of each lower bound (``12`` rather than ``120000``): PACS that compare TM values as strings
-(Orthanc does) then also place empty, ``HHMM`` and fractional times in exactly one piece.
+How the date and time pieces are written is in :mod:`airflow_dicom.dimse.query.ranges`.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 from pynetdicom.sop_class import (
@@ -62,26 +57,12 @@ from airflow_dicom.dimse.errors import (
     NoAcceptedContextError,
 )
 from airflow_dicom.dimse.node import DicomNode
+from airflow_dicom.dimse.query.keys import MODEL_NAMES, MODELS, UNIQUE_KEY, key_level, multi_values
+from airflow_dicom.dimse.query.ranges import DateRange, TimeRange
+from airflow_dicom.dimse.query.request import FindQuery
 from airflow_dicom.dimse.status import Status, describe_status, is_pending
 
 log = logging.getLogger(__name__)
-
-LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-
-#: The unique key of each level (what results are deduplicated on).
-UNIQUE_KEY = {
-    "PATIENT": "PatientID",
-    "STUDY": "StudyInstanceUID",
-    "SERIES": "SeriesInstanceUID",
-    "IMAGE": "SOPInstanceUID",
-}
-
-#: Information models by short name.
-MODELS = {
-    "patient": PatientRootQueryRetrieveInformationModelFind,
-    "study": StudyRootQueryRetrieveInformationModelFind,
-}
-_MODEL_NAMES = {"patient": "Patient Root", "study": "Study Root"}
 
 #: Statuses meaning "the node stopped before sending every match".
 TRUNCATION_STATUSES = frozenset(
@@ -92,435 +73,6 @@ TRUNCATION_STATUSES = frozenset(
         Status.OUT_OF_RESOURCES_SUB_OPERATIONS,
     }
 )
-
-#: Patient-level attributes (PS3.4 C.6.1.1.2 and common optional keys).
-PATIENT_KEYS = frozenset(
-    {
-        "PatientName",
-        "PatientID",
-        "IssuerOfPatientID",
-        "IssuerOfPatientIDQualifiersSequence",
-        "OtherPatientIDs",
-        "OtherPatientIDsSequence",
-        "OtherPatientNames",
-        "PatientBirthDate",
-        "PatientBirthTime",
-        "PatientSex",
-        "EthnicGroup",
-        "PatientComments",
-        "PatientSpeciesDescription",
-        "PatientBreedDescription",
-        "ResponsiblePerson",
-        "NumberOfPatientRelatedStudies",
-        "NumberOfPatientRelatedSeries",
-        "NumberOfPatientRelatedInstances",
-    }
-)
-#: Study-level attributes (PS3.4 C.6.1.1.3 / C.6.2.1.2).
-STUDY_KEYS = frozenset(
-    {
-        "StudyDate",
-        "StudyTime",
-        "AccessionNumber",
-        "StudyID",
-        "StudyInstanceUID",
-        "ReferringPhysicianName",
-        "StudyDescription",
-        "ProcedureCodeSequence",
-        "NameOfPhysiciansReadingStudy",
-        "AdmittingDiagnosesDescription",
-        "ModalitiesInStudy",
-        "SOPClassesInStudy",
-        "AnatomicRegionsInStudyCodeSequence",
-        "PatientAge",
-        "PatientSize",
-        "PatientWeight",
-        "Occupation",
-        "AdditionalPatientHistory",
-        "OtherStudyNumbers",
-        "InstitutionName",
-        "NumberOfStudyRelatedSeries",
-        "NumberOfStudyRelatedInstances",
-        "IssuerOfAccessionNumberSequence",
-    }
-)
-#: Series-level attributes (PS3.4 C.6.1.1.4 and common optional keys).
-SERIES_KEYS = frozenset(
-    {
-        "Modality",
-        "SeriesNumber",
-        "SeriesInstanceUID",
-        "SeriesDescription",
-        "SeriesDate",
-        "SeriesTime",
-        "BodyPartExamined",
-        "Laterality",
-        "ProtocolName",
-        "PerformedProcedureStepStartDate",
-        "PerformedProcedureStepStartTime",
-        "RequestAttributesSequence",
-        "Manufacturer",
-        "StationName",
-        "NumberOfSeriesRelatedInstances",
-    }
-)
-_LEVEL_RANK = {level: rank for rank, level in enumerate(LEVELS)}
-
-#: Return keys used when none are given (PatientName and friends are asked for explicitly only).
-DEFAULT_RETURN_KEYS: dict[str, tuple[str, ...]] = {
-    "PATIENT": ("PatientName", "PatientBirthDate", "PatientSex"),
-    "STUDY": (
-        "PatientID",
-        "PatientName",
-        "StudyTime",
-        "AccessionNumber",
-        "StudyID",
-        "StudyDescription",
-        "ModalitiesInStudy",
-        "NumberOfStudyRelatedSeries",
-        "NumberOfStudyRelatedInstances",
-    ),
-    "SERIES": (
-        "PatientID",
-        "Modality",
-        "SeriesNumber",
-        "SeriesDescription",
-        "NumberOfSeriesRelatedInstances",
-    ),
-    "IMAGE": ("PatientID", "Modality", "SOPClassUID", "InstanceNumber"),
-}
-
-#: Value representations that cannot be requested or matched (no sensible C-FIND use or landing).
-_UNSUPPORTED_VRS = frozenset({"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"})
-
-
-def key_level(keyword: str) -> str:
-    """The query level an attribute belongs to (``IMAGE`` for anything not patient, study or series).
-
-    :param keyword: a DICOM keyword.
-    """
-    if keyword in PATIENT_KEYS:
-        return "PATIENT"
-    if keyword in STUDY_KEYS:
-        return "STUDY"
-    if keyword in SERIES_KEYS:
-        return "SERIES"
-    return "IMAGE"
-
-
-def keyword_vr(keyword: str) -> str:
-    """The dictionary VR of a keyword (``PN``, ``DA``...).
-
-    :param keyword: a DICOM keyword known to pydicom.
-    """
-    return str(dictionary_VR(keyword_dict[keyword]))
-
-
-def validate_keyword(keyword: Any, where: str) -> str:
-    """Return ``keyword`` if it is a DICOM keyword usable in C-FIND, else raise :class:`InvalidRequestError`.
-
-    :param keyword: the candidate keyword.
-    :param where: where it was given (``return keys``, ``matching keys``), for the message.
-    """
-    if not isinstance(keyword, str) or not keyword.strip():
-        raise InvalidRequestError(f"{where}: {keyword!r} is not a DICOM keyword")
-    keyword = keyword.strip()
-    if keyword not in keyword_dict:
-        close = difflib.get_close_matches(keyword, keyword_dict.keys(), n=3)
-        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-        raise InvalidRequestError(
-            f"{where}: {keyword!r} is not a keyword of the DICOM dictionary{hint}; "
-            "use DICOM keywords such as PatientID, StudyDate, ModalitiesInStudy"
-        )
-    vr = keyword_vr(keyword)
-    if vr in _UNSUPPORTED_VRS:
-        raise InvalidRequestError(
-            f"{where}: {keyword} has VR {vr}; sequences and binary attributes are not supported in C-FIND "
-            "queries here"
-        )
-    if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet"):
-        raise InvalidRequestError(f"{where}: {keyword} is set by the query itself; remove it")
-    return keyword
-
-
-# ---------------------------------------------------------------------------- intervals
-
-
-@dataclass(frozen=True)
-class DateRange:
-    """An inclusive range of study dates.
-
-    :param first: the first day.
-    :param last: the last day (inclusive, like a DICOM range).
-    """
-
-    first: date
-    last: date
-
-    def __post_init__(self) -> None:
-        if self.last < self.first:
-            raise InvalidRequestError(f"study date range ends ({self.last}) before it starts ({self.first})")
-
-    @property
-    def days(self) -> int:
-        """Number of days in the range."""
-        return (self.last - self.first).days + 1
-
-    def each_day(self) -> list[date]:
-        """Every day of the range."""
-        return [self.first + timedelta(days=n) for n in range(self.days)]
-
-    def dicom(self) -> str:
-        """The DICOM DA range ``YYYYMMDD-YYYYMMDD`` (a single date for a one-day range)."""
-        if self.first == self.last:
-            return self.first.strftime("%Y%m%d")
-        return f"{self.first:%Y%m%d}-{self.last:%Y%m%d}"
-
-    def halves(self) -> tuple[DateRange, DateRange]:
-        """Two ranges covering this one (needs at least two days)."""
-        middle = self.first + timedelta(days=(self.days - 1) // 2)
-        return DateRange(self.first, middle), DateRange(middle + timedelta(days=1), self.last)
-
-    def __str__(self) -> str:
-        return str(self.first) if self.first == self.last else f"{self.first}..{self.last}"
-
-
-_DAY_SECONDS = 86400
-
-
-def _hhmmss(seconds: int) -> str:
-    return f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
-
-
-def _shortest_tm(seconds: int) -> str:
-    """``120000`` -> ``12``, ``123000`` -> ``1230``: sorts before any form of a value in that second."""
-    text = _hhmmss(seconds)
-    while len(text) > 2 and text.endswith("00"):
-        text = text[:-2]
-    return text
-
-
-@dataclass(frozen=True)
-class TimeRange:
-    """An inclusive range of whole seconds within one day (``0`` to ``86399``).
-
-    :param first: the first second.
-    :param last: the last second (inclusive; the range covers its fractions too).
-    """
-
-    first: int = 0
-    last: int = _DAY_SECONDS - 1
-
-    @property
-    def whole_day(self) -> bool:
-        """True when the range is the whole day (no StudyTime key needed)."""
-        return self.first == 0 and self.last == _DAY_SECONDS - 1
-
-    def dicom(self) -> str:
-        """The DICOM TM range; open at the day's ends so empty and odd-format times are included."""
-        lower = "" if self.first == 0 else _shortest_tm(self.first)
-        upper = "" if self.last == _DAY_SECONDS - 1 else f"{_hhmmss(self.last)}.999999"
-        return f"{lower}-{upper}"
-
-    def halves(self) -> tuple[TimeRange, TimeRange]:
-        """Two ranges covering this one (needs at least two seconds)."""
-        middle = self.first + (self.last - self.first) // 2
-        return TimeRange(self.first, middle), TimeRange(middle + 1, self.last)
-
-    def __str__(self) -> str:
-        def clock(s: int) -> str:
-            return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-        return f"{clock(self.first)}-{clock(self.last)}"
-
-
-# ---------------------------------------------------------------------------- the request
-
-
-def _as_date(value: Any, name: str) -> date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        text = value.strip()
-        for fmt in ("%Y-%m-%d", "%Y%m%d"):
-            try:
-                return datetime.strptime(text, fmt).date()
-            except ValueError:
-                continue
-    raise InvalidRequestError(f"{name}: {value!r} is not a date (use YYYY-MM-DD or YYYYMMDD)")
-
-
-def _matching_value(keyword: str, value: Any) -> str:
-    """A matching value as the DICOM string sent in the identifier (lists become ``a\\b``)."""
-    vr = keyword_vr(keyword)
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.strftime({"DA": "%Y%m%d", "TM": "%H%M%S", "DT": "%Y%m%d%H%M%S"}.get(vr, "%Y%m%d%H%M%S"))
-    if isinstance(value, date):
-        return value.strftime("%Y%m%d")
-    if isinstance(value, (list, tuple, set, frozenset)):
-        items = sorted(value) if isinstance(value, (set, frozenset)) else list(value)
-        parts = [_matching_value(keyword, item) for item in items]
-        if any("\\" in part for part in parts):
-            raise InvalidRequestError(f"matching key {keyword}: a list item contains a backslash")
-        return "\\".join(parts)
-    if isinstance(value, bool):
-        raise InvalidRequestError(f"matching key {keyword}: {value!r} is not a DICOM value")
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, str):
-        return value
-    raise InvalidRequestError(f"matching key {keyword}: {type(value).__name__} values are not supported")
-
-
-@dataclass(frozen=True)
-class FindQuery:
-    """A validated C-FIND request (build it with :func:`build_query`).
-
-    :param level: ``PATIENT``, ``STUDY``, ``SERIES`` or ``IMAGE``.
-    :param matching: keyword -> DICOM matching string (wildcards, ranges, ``a\\b`` lists).
-    :param return_keys: keywords to return (validated against the DICOM dictionary).
-    :param date_range: the study-date range, or ``None`` for no date constraint.
-    :param modalities: the modality filter (``ModalitiesInStudy`` at STUDY level, ``Modality`` below).
-    :param model: ``patient`` or ``study`` root; ``None`` chooses per level.
-    :param modality_match: ``local`` (match ``ModalitiesInStudy`` here) or ``node`` (send it as a key).
-    """
-
-    level: str
-    matching: Mapping[str, str] = field(default_factory=dict)
-    return_keys: tuple[str, ...] = ()
-    date_range: DateRange | None = None
-    modalities: tuple[str, ...] = ()
-    model: str | None = None
-    modality_match: str = "local"
-
-    @property
-    def unique_key(self) -> str:
-        """The key results are deduplicated on."""
-        return UNIQUE_KEY[self.level]
-
-    @property
-    def walks_studies(self) -> bool:
-        """True when the query goes through a STUDY-level walk (always, except a plain PATIENT query)."""
-        if self.level != "PATIENT":
-            return True
-        return (
-            self.date_range is not None
-            or bool(self.modalities)
-            or any(key_level(k) == "STUDY" for k in self.matching)
-        )
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """Every keyword of the result rows, in order: unique keys, StudyDate, matching keys, return keys."""
-        if self.level == "PATIENT":
-            head = ["PatientID"]
-        else:
-            head = [UNIQUE_KEY[level] for level in LEVELS[1 : _LEVEL_RANK[self.level] + 1]]
-        head.append("StudyDate")
-        extra = list(self.matching) + list(self.return_keys)
-        if self.modalities:
-            extra.append("ModalitiesInStudy" if self.level in ("PATIENT", "STUDY") else "Modality")
-        if self.level == "PATIENT" and self.walks_studies:
-            extra = [k for k in extra if key_level(k) == "PATIENT"]
-        return tuple(dict.fromkeys(head + extra))
-
-    def describe(self) -> str:
-        """A PHI-free description (level, model, interval, modalities, which keys are matched)."""
-        parts = [f"{self.level} level"]
-        if self.date_range is not None:
-            parts.append(f"study dates {self.date_range}")
-        if self.modalities:
-            parts.append(f"modalities {'/'.join(self.modalities)}")
-        if self.matching:
-            parts.append(f"matching on {', '.join(self.matching)}")
-        return ", ".join(parts)
-
-
-def build_query(
-    level: str = "STUDY",
-    *,
-    return_keys: Iterable[str] = (),
-    matching: Mapping[str, Any] | None = None,
-    date_from: date | datetime | str | None = None,
-    date_to: date | datetime | str | None = None,
-    modality: str | Iterable[str] | None = None,
-    model: str | None = None,
-    modality_match: str = "local",
-) -> FindQuery:
-    """Validate a C-FIND request; nothing touches the network.
-
-    :param level: ``PATIENT``, ``STUDY``, ``SERIES`` or ``IMAGE`` (``INSTANCE`` is accepted for IMAGE).
-    :param return_keys: DICOM keywords to return (``PatientName``...); unknown ones raise here.
-    :param matching: keyword -> value: strings with wildcards (``DOE*``) or ranges (``20240101-20240131``),
-        lists (list matching), dates; ``None``/``""`` means return only.
-    :param date_from: first study date (inclusive); ``date_to`` alone means "up to".
-    :param date_to: last study date (inclusive); ``date_from`` alone means "up to today".
-    :param modality: one modality or several; mapped to ``ModalitiesInStudy`` at STUDY level and used for
-        both ``ModalitiesInStudy`` and ``Modality`` below.
-    :param model: ``patient`` or ``study`` to override the information model (default: Patient Root for
-        a plain PATIENT query, Study Root otherwise).
-    :param modality_match: ``local`` (default): request ``ModalitiesInStudy`` and match it here, safe with
-        PACS that apply their result limit before matching it (Orthanc 1.10 then truncates silently);
-        ``node``: send it as a matching key (less traffic).
-    :raises InvalidRequestError: anything invalid, with what to change.
-    """
-    if not isinstance(level, str) or level.strip().upper() not in (*LEVELS, "INSTANCE"):
-        raise InvalidRequestError(f"query level {level!r} is not one of {', '.join(LEVELS)}")
-    level = level.strip().upper()
-    level = "IMAGE" if level == "INSTANCE" else level
-    if isinstance(return_keys, str):
-        return_keys = [return_keys]
-    keys = tuple(dict.fromkeys(validate_keyword(k, "return keys") for k in return_keys))
-    normalized: dict[str, str] = {}
-    for keyword, value in (matching or {}).items():
-        keyword = validate_keyword(keyword, "matching keys")
-        normalized[keyword] = _matching_value(keyword, value)
-    first, last = _as_date(date_from, "date_from"), _as_date(date_to, "date_to")
-    date_range = None
-    if first is not None or last is not None:
-        if "StudyDate" in normalized:
-            raise InvalidRequestError(
-                "give the study dates either as date_from/date_to or as a StudyDate matching key, not both"
-            )
-        date_range = DateRange(first or date(1900, 1, 1), last or date.today())
-    if isinstance(modality, str):
-        modality = [m for m in modality.replace(",", "\\").split("\\")]
-    modalities = tuple(dict.fromkeys(m.strip().upper() for m in (modality or ()) if m and m.strip()))
-    for m in modalities:
-        if len(m) > 16 or not m.replace("_", "").isalnum():
-            raise InvalidRequestError(f"modality {m!r} is not a DICOM modality code (CT, MR, US...)")
-    if modalities and ({"Modality", "ModalitiesInStudy"} & set(normalized)):
-        raise InvalidRequestError(
-            "give the modality filter either as modality= or as a Modality/ModalitiesInStudy key, not both"
-        )
-    if model is not None:
-        model = str(model).strip().lower().replace("_root", "").replace(" root", "")
-        if model not in MODELS:
-            raise InvalidRequestError(f"information model {model!r} is not 'patient' or 'study'")
-    if modality_match not in ("local", "node"):
-        raise InvalidRequestError(f"modality_match must be 'local' or 'node', not {modality_match!r}")
-    query = FindQuery(level, normalized, keys, date_range, modalities, model, modality_match)
-    if level == "PATIENT" and not query.walks_studies and model == "study":
-        raise InvalidRequestError("the Study Root model has no PATIENT level; use model='patient' or None")
-    if level in ("PATIENT", "STUDY") and "Modality" in normalized:
-        raise InvalidRequestError(
-            f"Modality is a series attribute: at {level} level filter with modality= (sent as "
-            "ModalitiesInStudy) or a ModalitiesInStudy matching key"
-        )
-    if level == "PATIENT":
-        below = [k for k in normalized if key_level(k) in ("SERIES", "IMAGE")]
-        if below:
-            raise InvalidRequestError(f"PATIENT-level queries cannot match on {', '.join(below)}")
-    return query
-
-
-# ---------------------------------------------------------------------------- results and errors
 
 
 @dataclass
@@ -572,7 +124,7 @@ class _Answer:
     reason: str
 
 
-class _Session:
+class FindSession:
     """One association running the pieces of one query."""
 
     def __init__(
@@ -611,7 +163,7 @@ class _Session:
         model = self._model(level)
         uid = MODELS[model]
         if accepted_context(self.assoc, uid) is None:
-            raise NoAcceptedContextError(self.node, f"C-FIND ({_MODEL_NAMES[model]})")
+            raise NoAcceptedContextError(self.node, f"C-FIND ({MODEL_NAMES[model]})")
         identifier = self._identifier(level, keys)
         self.stats.queries += 1
         rows: list[Dataset] = []
@@ -807,21 +359,6 @@ class _Session:
             yield _merge(row, parent)
 
 
-def multi_values(value: Any) -> list[str]:
-    """The values of a (possibly multi-valued) element value as strings (``None``/empty -> ``[]``).
-
-    :param value: a pydicom element value: a str (``a\\b`` is split), a MultiValue, a list or None.
-    """
-    if value is None:
-        return []
-    if isinstance(value, (str, bytes)):
-        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
-        return [part for part in text.split("\\") if part] if text else []
-    if isinstance(value, Iterable):
-        return [str(v) for v in value if v is not None and str(v) != ""]
-    return [str(value)]
-
-
 def _merge(row: Dataset, parent: Dataset) -> Dataset:
     """Add the parent's attributes (study or series level) that the row lacks."""
     for element in parent:
@@ -865,7 +402,7 @@ def find(
     contexts = [StudyRootQueryRetrieveInformationModelFind, PatientRootQueryRetrieveInformationModelFind]
     with open_association(node, contexts, purpose="C-FIND") as assoc:
         stats.associations += 1
-        session = _Session(node, assoc, query, max_results, stats)
+        session = FindSession(node, assoc, query, max_results, stats)
         seen: set[tuple[str, ...]] = set()
         for row in _rows(session, query):
             key = _row_key(query, row)
@@ -887,7 +424,7 @@ def find(
     )
 
 
-def _rows(session: _Session, query: FindQuery) -> Iterator[Dataset]:
+def _rows(session: FindSession, query: FindQuery) -> Iterator[Dataset]:
     if query.level == "PATIENT" and not query.walks_studies:
         keys = {"PatientID": ""}
         for keyword in (*query.matching, *query.return_keys):
@@ -926,20 +463,3 @@ def find_all(
     :param stats: see :func:`find`.
     """
     return list(find(node, query, max_results_per_query=max_results_per_query, stats=stats))
-
-
-__all__ = [
-    "DEFAULT_RETURN_KEYS",
-    "LEVELS",
-    "UNIQUE_KEY",
-    "DateRange",
-    "FindQuery",
-    "FindStats",
-    "FindTruncatedError",
-    "TimeRange",
-    "build_query",
-    "find",
-    "find_all",
-    "key_level",
-    "validate_keyword",
-]
