@@ -21,7 +21,7 @@ from airflow_dicom.dimse.retrieve import (
     get_contexts,
     make_items,
     parse_uid_list,
-    plan,
+    plan_retrieval,
 )
 from airflow_dicom.dimse.window import TimeWindow
 from airflow_dicom.landing.report import ReportWriter, completed_items, read_report, write_report
@@ -210,7 +210,7 @@ def test_report_writer_batches_and_flushes_on_exit(tmp_path) -> None:
 def test_plan_skips_items_complete_in_the_report(tmp_path) -> None:
     path = str(tmp_path / "report")
     write_report([_attempt("1.1", COMPLETE, completed=4, expected=4).row("r")], path)
-    todo, skipped = plan(make_items(["1.1", "1.2"]), completed=completed_items(path))
+    todo, skipped = plan_retrieval(make_items(["1.1", "1.2"]), completed=completed_items(path))
     assert [i.uid for i in todo] == ["1.2"]
     assert [(a.item.uid, a.status, a.completed) for a in skipped] == [("1.1", SKIPPED, 4)]
 
