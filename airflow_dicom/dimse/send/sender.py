@@ -2,7 +2,7 @@
 
 How a send works:
 
-1. :func:`collect_files` expands the paths (directories recursively, globs), then :func:`read_meta`
+1. :func:`.files.collect_files` expands the paths (directories recursively, globs), then :func:`.files.scan`
    reads each file's meta information only. Files without the ``DICM`` prefix are *skipped* (listed,
    never silently dropped); files with broken meta are *failed*.
 2. One presentation context is proposed per (SOP class, transfer syntax) pair actually present,
@@ -28,22 +28,20 @@ The caller decides the policy: :meth:`SendReport.raise_for_failures` fails when 
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+import pydicom
+from pydicom.uid import UID
+from pynetdicom.dsutils import encode
 
-from airflow_dicom.dimse import dicomfile
-from airflow_dicom.dimse.association import MAX_CONTEXTS, open_association
-from airflow_dicom.dimse.dicomfile import DicomFileInfo
+from airflow_dicom.dimse.association import open_association
 from airflow_dicom.dimse.errors import (
     AssociationAbortedError,
     AssociationRejectedError,
@@ -53,328 +51,22 @@ from airflow_dicom.dimse.errors import (
     MalformedDicomError,
     NoAcceptedContextError,
     NodeUnreachableError,
-    NotDicomError,
-    SendFailedError,
 )
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.pynetdicom_ext import send_c_store
+from airflow_dicom.dimse.retry import DEFAULT_STORE_RETRIES
+from airflow_dicom.dimse.send.files import DicomFileInfo, collect_files, read_dataset_bytes, scan
+from airflow_dicom.dimse.send.planning import FALLBACK_SYNTAXES, AssociationJob, plan_associations
+from airflow_dicom.dimse.send.report import FAILED, SENT, WARNING, FileResult, SendReport
 from airflow_dicom.dimse.status import category, describe_status
 
 log = logging.getLogger(__name__)
 
-SENT = "sent"
-WARNING = "warning"
-FAILED = "failed"
-SKIPPED = "skipped"
-
-#: Media Storage Directory Storage (DICOMDIR): an index of files, not an instance to store.
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
-#: the uncompressed syntaxes offered as fallback when transcoding is allowed, in preference order.
-FALLBACK_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 DEFAULT_PARALLEL = 2
-
-
-@dataclass(frozen=True)
-class FileResult:
-    """What happened to one file.
-
-    :param path: the file.
-    :param outcome: ``sent``, ``warning``, ``failed`` or ``skipped``.
-    :param sop_instance_uid: from the file meta (None if unreadable).
-    :param sop_class_uid: from the file meta.
-    :param transfer_syntax: the file's transfer syntax.
-    :param bytes: data set bytes sent (0 if not sent).
-    :param status: the C-STORE response status, None when no response was received.
-    :param reason: the status meaning, or why the file was not sent/skipped.
-    :param attempts: C-STORE requests made for the file (more than 1 after a lost response).
-    :param transcoded_to: the transfer syntax it was converted to, if it was.
-    """
-
-    path: str
-    outcome: str
-    sop_instance_uid: str | None = None
-    sop_class_uid: str | None = None
-    transfer_syntax: str | None = None
-    bytes: int = 0
-    status: int | None = None
-    reason: str = ""
-    attempts: int = 0
-    transcoded_to: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return asdict(self)
-
-
-@dataclass
-class SendReport:
-    """The account of a send: one :class:`FileResult` per file found.
-
-    :param node: the destination.
-    :param results: per-file results in the order the files were found.
-    :param seconds: wall-clock duration of the whole send.
-    :param associations: associations opened.
-    """
-
-    node: DicomNode
-    results: list[FileResult] = field(default_factory=list)
-    seconds: float = 0.0
-    associations: int = 0
-
-    def _with(self, outcome: str) -> list[FileResult]:
-        return [r for r in self.results if r.outcome == outcome]
-
-    @property
-    def files(self) -> int:
-        """Files examined (skipped ones included)."""
-        return len(self.results)
-
-    @property
-    def sent(self) -> list[FileResult]:
-        """Files stored with status Success."""
-        return self._with(SENT)
-
-    @property
-    def warnings(self) -> list[FileResult]:
-        """Files stored with a warning status (e.g. 0xB000 coercion of data elements)."""
-        return self._with(WARNING)
-
-    @property
-    def failed(self) -> list[FileResult]:
-        """Files not stored: failure status, refused context, unreadable, no response."""
-        return self._with(FAILED)
-
-    @property
-    def skipped(self) -> list[FileResult]:
-        """Files that are not DICOM Part 10 files (or DICOMDIR indexes)."""
-        return self._with(SKIPPED)
-
-    @property
-    def bytes_sent(self) -> int:
-        """Data set bytes of the files stored (success or warning)."""
-        return sum(r.bytes for r in self.results if r.outcome in (SENT, WARNING))
-
-    @property
-    def retried(self) -> list[FileResult]:
-        """Files that needed more than one C-STORE request (lost response, aborted association)."""
-        return [r for r in self.results if r.attempts > 1]
-
-    def summary(self, max_listed: int = 100) -> dict[str, Any]:
-        """A JSON-serialisable summary (the operator's XCom): counts, bytes, seconds, failures listed.
-
-        :param max_listed: at most this many failed/skipped/retried files are listed by name.
-        """
-
-        def listed(results: list[FileResult]) -> list[dict[str, Any]]:
-            return [
-                {
-                    "path": r.path,
-                    "sop_instance_uid": r.sop_instance_uid,
-                    "status": r.status,
-                    "reason": r.reason,
-                }
-                for r in results[:max_listed]
-            ]
-
-        return {
-            "node": self.node.describe(),
-            "files": self.files,
-            "bytes": self.bytes_sent,
-            "sent": len(self.sent),
-            "warning": len(self.warnings),
-            "failed": len(self.failed),
-            "skipped": len(self.skipped),
-            "retried": len(self.retried),
-            "associations": self.associations,
-            "seconds": round(self.seconds, 3),
-            "failures": listed(self.failed),
-            "skipped_files": listed(self.skipped),
-            "warnings": listed(self.warnings),
-        }
-
-    def raise_for_failures(self, max_failed: int = 0) -> None:
-        """Raise :class:`SendFailedError` when more than ``max_failed`` files failed.
-
-        :param max_failed: failed files tolerated (0: any failure raises).
-        """
-        if len(self.failed) > max_failed:
-            raise SendFailedError(self, max_failed)
-
-
-# ---------------------------------------------------------------------------- finding files
-
-
-def _has_magic(path: str) -> bool:
-    return glob.has_magic(path)
-
-
-def collect_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Expand files, directories (recursively) and glob patterns into a sorted, de-duplicated file list.
-
-    :param paths: one path or several.
-    :raises InvalidRequestError: a path does not exist or a pattern matches nothing.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    found: list[str] = []
-    missing: list[str] = []
-    for item in paths:
-        text = os.fspath(item)
-        if _has_magic(text) and not os.path.exists(text):
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                missing.append(f"{text} (pattern matches nothing)")
-            candidates = matches
-        elif os.path.exists(text):
-            candidates = [text]
-        else:
-            missing.append(text)
-            continue
-        for candidate in candidates:
-            if os.path.isdir(candidate):
-                for root, dirs, names in os.walk(candidate):
-                    dirs.sort()
-                    found.extend(os.path.join(root, n) for n in sorted(names))
-            else:
-                found.append(candidate)
-    if missing:
-        raise InvalidRequestError(f"nothing to send at: {', '.join(missing)}; check the paths")
-    seen: set[str] = set()
-    unique: list[str] = []
-    for path in found:
-        key = os.path.realpath(path)
-        if key not in seen and os.path.isfile(path):
-            seen.add(key)
-            unique.append(path)
-    return unique
-
-
-def files_from_manifest(manifest: Mapping[str, Any]) -> list[str]:
-    """The file paths listed in a ``DicomArrivalSensor`` manifest.
-
-    Expected shape: ``{"studies": {StudyInstanceUID: {"files": [path, ...], "instances": n,
-    "bytes": b}, ...}, ...}`` (other top-level keys are ignored); a plain ``{"files": [...]}`` is
-    accepted too.
-
-    :param manifest: the manifest dict (e.g. the sensor's XCom).
-    :raises InvalidRequestError: the manifest has neither shape.
-    """
-    if not isinstance(manifest, Mapping):
-        raise InvalidRequestError(f"a manifest must be a dict, got {type(manifest).__name__}")
-    files: list[str] = []
-    if isinstance(manifest.get("files"), list):
-        files.extend(map(str, manifest["files"]))
-    studies = manifest.get("studies")
-    if isinstance(studies, Mapping):
-        for study_uid, study in studies.items():
-            listed = study.get("files") if isinstance(study, Mapping) else None
-            if not isinstance(listed, list):
-                raise InvalidRequestError(f"manifest study {study_uid} has no 'files' list")
-            files.extend(map(str, listed))
-    elif "files" not in manifest:
-        raise InvalidRequestError(
-            "the manifest has no 'studies' mapping ({StudyInstanceUID: {'files': [...]}}) nor a 'files' list"
-        )
-    return files
-
-
-def scan(paths: Sequence[str]) -> tuple[list[DicomFileInfo], list[FileResult]]:
-    """Read the meta of every file: the sendable files, and the skipped or failed ones.
-
-    :param paths: files (already expanded).
-    """
-    sendable: list[DicomFileInfo] = []
-    rejected: list[FileResult] = []
-    for path in paths:
-        try:
-            info = dicomfile.read_meta(path)
-        except NotDicomError as exc:
-            rejected.append(FileResult(path, SKIPPED, reason=str(exc)))
-            continue
-        except MalformedDicomError as exc:
-            rejected.append(FileResult(path, FAILED, reason=f"invalid DICOM file: {exc}"))
-            continue
-        except OSError as exc:
-            rejected.append(FileResult(path, FAILED, reason=f"cannot read the file: {exc.strerror or exc}"))
-            continue
-        if info.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
-            rejected.append(
-                FileResult(
-                    path, SKIPPED, sop_class_uid=info.sop_class_uid, reason="DICOMDIR index, not an instance"
-                )
-            )
-            continue
-        sendable.append(info)
-    return sendable, rejected
-
-
-# ---------------------------------------------------------------------------- planning
-
-
-@dataclass(frozen=True)
-class _Job:
-    """Files sent over one association at a time (re-opened after a lost response)."""
-
-    files: tuple[DicomFileInfo, ...]
-    contexts: tuple[tuple[str, tuple[str, ...]], ...]
-
-
-def _contexts_for(files: Iterable[DicomFileInfo], transcode: bool) -> list[tuple[str, tuple[str, ...]]]:
-    """One context per (SOP class, transfer syntax) present, plus fallbacks when transcoding."""
-    by_class: dict[str, set[str]] = {}
-    for info in files:
-        by_class.setdefault(info.sop_class_uid, set()).add(info.transfer_syntax)
-    contexts: list[tuple[str, tuple[str, ...]]] = []
-    for sop_class in sorted(by_class):
-        syntaxes = sorted(by_class[sop_class])
-        contexts.extend((sop_class, (ts,)) for ts in syntaxes)
-        if transcode and set(syntaxes) - {ImplicitVRLittleEndian}:
-            contexts.append((sop_class, FALLBACK_SYNTAXES))
-    return contexts
-
-
-def plan(files: Sequence[DicomFileInfo], *, parallel: int, transcode: bool) -> list[_Job]:
-    """Split files into jobs: groups of SOP classes needing at most 128 contexts, each striped.
-
-    :param files: the sendable files.
-    :param parallel: associations to run at once.
-    :param transcode: add uncompressed fallback contexts.
-    """
-    per_class: dict[str, list[DicomFileInfo]] = {}
-    for info in files:
-        per_class.setdefault(info.sop_class_uid, []).append(info)
-    groups: list[list[DicomFileInfo]] = []
-    current: list[DicomFileInfo] = []
-    used = 0
-    for sop_class in sorted(per_class):
-        members = per_class[sop_class]
-        needed = len(_contexts_for(members, transcode))
-        if current and used + needed > MAX_CONTEXTS:
-            groups.append(current)
-            current, used = [], 0
-        current.extend(members)
-        used += needed
-    if current:
-        groups.append(current)
-    order = {id(info): n for n, info in enumerate(files)}
-    jobs: list[_Job] = []
-    for group in groups:
-        group.sort(key=lambda info: order[id(info)])
-        stripes = max(1, min(parallel, len(group)))
-        for stripe in range(stripes):
-            members = tuple(group[stripe::stripes])
-            jobs.append(_Job(members, tuple(_contexts_for(members, transcode))))
-    return jobs
-
-
-# ---------------------------------------------------------------------------- sending
 
 
 def _transcode(info: DicomFileInfo, target: str) -> bytes:
     """Decode the file with pydicom and encode its data set in the uncompressed ``target`` syntax."""
-    import pydicom
-    from pynetdicom.dsutils import encode
-
     ds = pydicom.dcmread(info.path)
     if UID(info.transfer_syntax).is_compressed:
         ds.decompress()
@@ -410,7 +102,7 @@ class _Sender:
         self.results: dict[str, FileResult] = {}
         self.associations = 0
         self.active = 0
-        self.deferred: list[_Job] = []
+        self.deferred: list[AssociationJob] = []
         self.association_errors: list[DicomError] = []
 
     def record(self, result: FileResult) -> None:
@@ -437,7 +129,7 @@ class _Sender:
             )
         )
 
-    def run(self, job: _Job) -> None:
+    def run(self, job: AssociationJob) -> None:
         pending = deque(job.files)
         attempts: dict[str, int] = {}
         while pending:
@@ -452,7 +144,7 @@ class _Sender:
                         with self.lock:
                             self.active -= 1
             except (AssociationAbortedError, AssociationRejectedError) as exc:
-                transient = isinstance(exc, AssociationAbortedError) or exc.transient
+                transient = exc.retryable
                 with self.lock:
                     busy = self.active > 0
                     if transient and busy:
@@ -462,7 +154,7 @@ class _Sender:
                             self.node.describe(),
                             len(pending),
                         )
-                        self.deferred.append(_Job(tuple(pending), job.contexts))
+                        self.deferred.append(AssociationJob(tuple(pending), job.contexts))
                         return
                     self.association_errors.append(exc)
                 for info in pending:
@@ -521,7 +213,7 @@ class _Sender:
             context_id, target = route
             try:
                 if target is None:
-                    data: Any = dicomfile.read_dataset_bytes(info, check=self.check_files)
+                    data: Any = read_dataset_bytes(info, check=self.check_files)
                 else:
                     data = _transcode(info, target)
             except (MalformedDicomError, OSError) as exc:
@@ -604,7 +296,7 @@ def send(
     *,
     parallel: int = DEFAULT_PARALLEL,
     transcode: bool = False,
-    retries: int = 1,
+    retries: int = DEFAULT_STORE_RETRIES,
     response_timeout: float | None = None,
     priority: int = 2,
     check_files: bool = True,
@@ -649,7 +341,7 @@ def send(
     )
     for result in rejected:
         sender.record(result)
-    jobs = plan(sendable, parallel=parallel, transcode=transcode)
+    jobs = plan_associations(sendable, parallel=parallel, transcode=transcode)
     log.info(
         "C-STORE to %s: %d files (%d not DICOM), %d association job(s), %d in parallel",
         node.describe(),

@@ -1,21 +1,22 @@
-"""Reading DICOM files for sending: the file meta and a structural check, never the pixel data.
+"""Finding and reading the files to send: paths, globs and manifests; file meta; a structural check.
 
 A sender needs, per file, only the SOP class, SOP instance and transfer syntax (from the file meta,
 group 0002) and the offset where the data set starts: the bytes after it are sent as they are.
-:func:`read_meta` reads just the meta information; :func:`check_structure` walks the data set's element
-headers (skipping values) with the codec's :class:`~airflow_dicom.dimse.codec.ElementWalker` to tell a
-complete file from a truncated one before anything is sent.
-
-Parsing is done with the codec rather than pydicom: reading the meta of 1,000 files with pydicom costs
-more than sending them.
+:func:`collect_files` expands paths, :func:`scan` reads each file's meta (:func:`read_meta`) and sorts out
+what is not sendable; :func:`check_structure` walks a data set's element headers (skipping values) with the
+codec's :class:`~airflow_dicom.dimse.codec.ElementWalker` to tell a complete file from a truncated one
+before anything is sent. Reading the meta of 1,000 files with pydicom costs more than sending them.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
@@ -26,8 +27,11 @@ from airflow_dicom.dimse.codec import (
     ElementWalker,
     decode_text,
 )
-from airflow_dicom.dimse.errors import MalformedDicomError, NotDicomError
+from airflow_dicom.dimse.errors import InvalidRequestError, MalformedDicomError, NotDicomError
+from airflow_dicom.dimse.send.report import FAILED, SKIPPED, FileResult
 
+#: Media Storage Directory Storage (DICOMDIR): an index of files, not an instance to store.
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _META_READ = 4096
 _META_START = PREAMBLE_LENGTH + len(MAGIC)
 
@@ -161,3 +165,107 @@ def read_dataset_bytes(info: DicomFileInfo, *, check: bool = True) -> memoryview
     if check:
         check_structure(data, info.transfer_syntax)
     return data
+
+
+def _has_magic(path: str) -> bool:
+    return glob.has_magic(path)
+
+
+def collect_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Expand files, directories (recursively) and glob patterns into a sorted, de-duplicated file list.
+
+    :param paths: one path or several.
+    :raises InvalidRequestError: a path does not exist or a pattern matches nothing.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[str] = []
+    missing: list[str] = []
+    for item in paths:
+        text = os.fspath(item)
+        if _has_magic(text) and not os.path.exists(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                missing.append(f"{text} (pattern matches nothing)")
+            candidates = matches
+        elif os.path.exists(text):
+            candidates = [text]
+        else:
+            missing.append(text)
+            continue
+        for candidate in candidates:
+            if os.path.isdir(candidate):
+                for root, dirs, names in os.walk(candidate):
+                    dirs.sort()
+                    found.extend(os.path.join(root, n) for n in sorted(names))
+            else:
+                found.append(candidate)
+    if missing:
+        raise InvalidRequestError(f"nothing to send at: {', '.join(missing)}; check the paths")
+    seen: set[str] = set()
+    unique: list[str] = []
+    for path in found:
+        key = os.path.realpath(path)
+        if key not in seen and os.path.isfile(path):
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def files_from_manifest(manifest: Mapping[str, Any]) -> list[str]:
+    """The file paths listed in a ``DicomArrivalSensor`` manifest.
+
+    Expected shape: ``{"studies": {StudyInstanceUID: {"files": [path, ...], "instances": n,
+    "bytes": b}, ...}, ...}`` (other top-level keys are ignored); a plain ``{"files": [...]}`` is
+    accepted too.
+
+    :param manifest: the manifest dict (e.g. the sensor's XCom).
+    :raises InvalidRequestError: the manifest has neither shape.
+    """
+    if not isinstance(manifest, Mapping):
+        raise InvalidRequestError(f"a manifest must be a dict, got {type(manifest).__name__}")
+    files: list[str] = []
+    if isinstance(manifest.get("files"), list):
+        files.extend(map(str, manifest["files"]))
+    studies = manifest.get("studies")
+    if isinstance(studies, Mapping):
+        for study_uid, study in studies.items():
+            listed = study.get("files") if isinstance(study, Mapping) else None
+            if not isinstance(listed, list):
+                raise InvalidRequestError(f"manifest study {study_uid} has no 'files' list")
+            files.extend(map(str, listed))
+    elif "files" not in manifest:
+        raise InvalidRequestError(
+            "the manifest has no 'studies' mapping ({StudyInstanceUID: {'files': [...]}}) nor a 'files' list"
+        )
+    return files
+
+
+def scan(paths: Sequence[str]) -> tuple[list[DicomFileInfo], list[FileResult]]:
+    """Read the meta of every file: the sendable files, and the skipped or failed ones.
+
+    :param paths: files (already expanded).
+    """
+    sendable: list[DicomFileInfo] = []
+    rejected: list[FileResult] = []
+    for path in paths:
+        try:
+            info = read_meta(path)
+        except NotDicomError as exc:
+            rejected.append(FileResult(path, SKIPPED, reason=str(exc)))
+            continue
+        except MalformedDicomError as exc:
+            rejected.append(FileResult(path, FAILED, reason=f"invalid DICOM file: {exc}"))
+            continue
+        except OSError as exc:
+            rejected.append(FileResult(path, FAILED, reason=f"cannot read the file: {exc.strerror or exc}"))
+            continue
+        if info.sop_class_uid == MEDIA_STORAGE_DIRECTORY:
+            rejected.append(
+                FileResult(
+                    path, SKIPPED, sop_class_uid=info.sop_class_uid, reason="DICOMDIR index, not an instance"
+                )
+            )
+            continue
+        sendable.append(info)
+    return sendable, rejected
