@@ -165,7 +165,8 @@ class StudyArrivals:
         }
 
 
-def _writer_name() -> str:
+def writer_name() -> str:
+    """``<host>-<pid>-<random>``: a name no other writing process (on any machine) uses."""
     host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "host"
     return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -179,7 +180,7 @@ class ArrivalLog:
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.root = Path(data_dir) / ARRIVALS_DIR
         self._lock = threading.Lock()
-        self._writer = _writer_name()
+        self._writer = writer_name()
         self._writer_pid = os.getpid()
         self._made: set[str] = set()
 
@@ -195,7 +196,7 @@ class ArrivalLog:
         line = record.to_line()
         with self._lock:
             if os.getpid() != self._writer_pid:  # forked: never share a file with the parent
-                self._writer, self._writer_pid = _writer_name(), os.getpid()
+                self._writer, self._writer_pid = writer_name(), os.getpid()
             study_dir = self.root / record.study_uid
             if record.study_uid not in self._made:
                 study_dir.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,8 @@ from pydicom.filereader import _read_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
-from airflow_dicom.dimse import receiver
 from airflow_dicom.dimse.errors import MalformedDicomError, UnreadableDatasetError
-from airflow_dicom.dimse.receiver import read_identifiers
+from airflow_dicom.dimse.receiver import identifiers, read_identifiers
 
 
 def _body(ds: Dataset) -> bytes:
@@ -58,7 +57,7 @@ def test_fast_scanner_agrees_with_pydicom(
     def refuse(*args: object) -> dict:
         raise MalformedDicomError("refused")
 
-    monkeypatch.setattr(receiver, "_read_with_codec", refuse)
+    monkeypatch.setattr(identifiers, "_read_with_codec", refuse)
     assert read_identifiers(body, syntax) == fast  # the pydicom path reads the same
 
 
