@@ -7,10 +7,13 @@ Airflow is imported only when a node is given with ``--conn-id`` (importing Airf
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 
+from airflow_dicom import commands
 from airflow_dicom.dimse.errors import DicomError
 from airflow_dicom.dimse.node import DEFAULT_CALLING_AE_TITLE, DicomNode
 
@@ -108,11 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_subcommands() -> None:
     """Import every module of :mod:`airflow_dicom.commands`; each registers its subcommand(s)."""
-    import importlib
-    import pkgutil
-
-    from airflow_dicom import commands
-
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
         importlib.import_module(f"{commands.__name__}.{info.name}")
 

@@ -12,6 +12,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
     add_node_arguments(parser)
 
     def run(args: argparse.Namespace) -> int:
+        # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.dimse.echo import echo
 
         result = echo(node_from_args(args))

@@ -63,6 +63,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
     )
 
     def run(args: argparse.Namespace) -> int:
+        # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.dimse.query import DEFAULT_RETURN_KEYS, build_query
         from airflow_dicom.landing.results import find_and_land
 

@@ -15,6 +15,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
     parser.add_argument("--layout", default="patient", choices=["patient", "study", "flat"])
 
     def run(args: argparse.Namespace) -> int:
+        # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.dimse.retrieve import GET
 
         return run_retrieval(

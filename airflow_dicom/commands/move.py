@@ -23,6 +23,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
     dest.add_argument("--layout", default="patient", choices=["patient", "study", "flat"])
 
     def run(args: argparse.Namespace) -> int:
+        # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.dimse.retrieve import MOVE, MoveDestination
 
         node = node_from_args(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timezone
 from typing import Any
 
 from airflow_dicom.cli import CliError, add_node_arguments
@@ -49,11 +50,13 @@ def items_from_args(args: argparse.Namespace) -> list[Any]:
     :param args: parsed arguments.
     :raises CliError: neither or both of UIDs and --from-parquet.
     """
+    # imported when the command runs (see airflow_dicom.commands)
     from airflow_dicom.dimse.retrieve import make_items
 
     if args.uids and args.from_parquet:
         raise CliError("give UIDs or --from-parquet, not both")
     if args.from_parquet:
+        # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.landing.retrieve_items import items_from_parquet
 
         return items_from_parquet(args.from_parquet, args.level, args.filter)
@@ -71,8 +74,7 @@ def run_retrieval(args: argparse.Namespace, node: Any, **retrieve_kwargs: Any) -
     :param node: the PACS.
     :param retrieve_kwargs: ``service`` and the destination / data directory for :func:`retrieve`.
     """
-    from datetime import datetime, timezone
-
+    # imported when the command runs (see airflow_dicom.commands)
     from airflow_dicom.dimse.retrieve import RetrieveOptions, retrieve
     from airflow_dicom.landing.report import ReportWriter, completed_items
 

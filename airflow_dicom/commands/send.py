@@ -26,6 +26,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     def run(args: argparse.Namespace) -> int:
+        # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.dimse.send import send
 
         if args.max_failed < 0:

@@ -45,6 +45,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
     )
 
     def run(args: argparse.Namespace) -> int:
+        # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.dimse.receiver import Receiver
 
         if not 0 < args.port < 65536:

@@ -16,6 +16,7 @@ from airflow.sdk import BaseHook
 from airflow_dicom.dimse.echo import EchoResult, echo
 from airflow_dicom.dimse.errors import DicomError
 from airflow_dicom.dimse.node import DicomNode
+from airflow_dicom.dimse.query import FindQuery, FindStats, find
 from airflow_dicom.dimse.retrieve import (
     GET,
     MOVE,
@@ -26,6 +27,7 @@ from airflow_dicom.dimse.retrieve import (
     RetrieveResult,
     retrieve,
 )
+from airflow_dicom.dimse.send import FileResult, SendReport, send
 from airflow_dicom.hooks.connection import node_from_connection
 
 if TYPE_CHECKING:
@@ -33,8 +35,6 @@ if TYPE_CHECKING:
 
     from pydicom.dataset import Dataset
 
-    from airflow_dicom.dimse.query import FindQuery, FindStats
-    from airflow_dicom.dimse.send import FileResult, SendReport
     from airflow_dicom.landing.results import FindLanding
 
 
@@ -165,8 +165,6 @@ class DicomHook(BaseHook):
         :return: the per-file account; per-file failures do not raise.
         :raises DicomError: bad paths, or no association could be opened at all.
         """
-        from airflow_dicom.dimse.send import send
-
         return send(
             self.node,
             paths,
@@ -191,8 +189,6 @@ class DicomHook(BaseHook):
         :param stats: a :class:`~airflow_dicom.dimse.query.FindStats` to fill.
         :raises DicomError: unreachable, rejected, failure status or an unsplittable truncation.
         """
-        from airflow_dicom.dimse.query import find
-
         return find(self.node, query, max_results_per_query=max_results_per_query, stats=stats)
 
     def find_and_land(self, query: FindQuery, output: Any, **kwargs: Any) -> FindLanding:
@@ -203,6 +199,7 @@ class DicomHook(BaseHook):
         :param kwargs: ``output_format``, ``max_results_per_query``, ``sql_table``, ``filesystem``,
             ``source_node`` (see :func:`~airflow_dicom.landing.results.find_and_land`).
         """
+        # imported here: the landing layer loads pyarrow (~0.3 s), which DAG files importing this hook skip
         from airflow_dicom.landing.results import find_and_land
 
         kwargs.setdefault("source_node", self.dicom_conn_id)

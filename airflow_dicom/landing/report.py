@@ -10,6 +10,8 @@ for the resume logic. ``path`` may be a local directory or any URL pyarrow's fil
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -141,9 +143,6 @@ class ReportWriter:
     def __init__(
         self, path: str | None, run_id: str | None, *, batch: int = 200, interval: float = 60.0
     ) -> None:
-        import threading
-        import time
-
         self.path = str(path) if path else None
         self.run_id = run_id
         self.batch = batch

@@ -14,6 +14,8 @@ import pyarrow.fs as pafs
 
 from airflow_dicom.dimse.errors import InvalidRequestError
 from airflow_dicom.dimse.retrieve import LEVEL_KEY, RetrieveItem, normalise_level
+from airflow_dicom.landing.parquet import read_find_dataset
+from airflow_dicom.landing.storage import resolve_target
 
 #: the find result column giving the number of instances of an item, per level
 EXPECTED_COLUMN = {
@@ -25,9 +27,6 @@ EXPECTED_COLUMN = {
 
 
 def _read(path: str) -> Any:
-    from airflow_dicom.landing.parquet import read_find_dataset
-    from airflow_dicom.landing.storage import resolve_target
-
     fs, base = resolve_target(path, None)
     if fs.get_file_info(base).type == pafs.FileType.NotFound:
         raise InvalidRequestError(

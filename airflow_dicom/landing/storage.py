@@ -30,7 +30,7 @@ def resolve_target(path: Any, filesystem: Any = None) -> tuple[pafs.FileSystem, 
     if text.startswith("file://"):
         return pafs.LocalFileSystem(), os.path.abspath(text[len("file://") :])
     if "://" in text:
-        import fsspec
+        import fsspec  # only for URLs (it comes with Airflow; the CLI may run without it)
 
         fs, inner = fsspec.core.url_to_fs(text)
         return _as_arrow(fs), inner

@@ -79,7 +79,7 @@ def write_sql(
     :param interval: the queried interval: rows of this node with a StudyDate in it are replaced.
     :param schema: the database schema (optional).
     """
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # the optional 'sql' extra: imported only when a SQL table is the target
 
     engine = sa.create_engine(connection) if isinstance(connection, str) else connection
     frame = to_flat_frame(table)

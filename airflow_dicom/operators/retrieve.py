@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseOperator
 
 from airflow_dicom.dimse.errors import DicomError, InvalidRequestError
@@ -149,6 +150,7 @@ class _DicomRetrieveOperator(BaseOperator):
         if uids is not None and source is not None:
             raise InvalidRequestError("give either uids or find_results, not both")
         if source is not None:
+            # imported here (as the landing imports below): pyarrow costs ~0.3 s at DAG parse otherwise
             from airflow_dicom.landing.retrieve_items import items_from_parquet
 
             path = source.get("path") if isinstance(source, dict) else source
@@ -243,8 +245,6 @@ class _DicomRetrieveOperator(BaseOperator):
         return self._finish(context, items, progress, report_path)
 
     def _defer_until_open(self, window: TimeWindow, progress: dict[str, Any], why: str) -> None:
-        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-
         moment = window.next_open(_utcnow())
         self.log.info(
             "%s the window %s: deferring until %s (%d item(s) settled so far)",

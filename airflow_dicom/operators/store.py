@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_dicom.dimse.send import SendReport
+from airflow_dicom.dimse.send import SendReport, files_from_manifest
 from airflow_dicom.hooks.dicom import DicomHook
 
 
@@ -78,8 +80,6 @@ class DicomStoreOperator(BaseOperator):
         self.retries_per_file = retries_per_file
 
     def _all_paths(self) -> list[str]:
-        from airflow_dicom.dimse.send import files_from_manifest
-
         paths: list[str] = []
         if self.paths:
             items = [self.paths] if isinstance(self.paths, (str, os.PathLike)) else list(self.paths)
@@ -87,9 +87,6 @@ class DicomStoreOperator(BaseOperator):
         if self.manifest is not None:
             manifest = self.manifest
             if isinstance(manifest, str):  # rendered as text: the JSON (or Python repr) of the dict
-                import ast
-                import json
-
                 try:
                     manifest = json.loads(manifest)
                 except ValueError:

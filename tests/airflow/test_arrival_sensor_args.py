@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_dicom.dimse.errors import InvalidRequestError
-from airflow_dicom.sensors.arrival import DicomArrivalSensor, parse_studies, read_find_dataset
+from airflow_dicom.sensors.arrival import DicomArrivalSensor, parse_studies, expected_from_find_dataset
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_find_dataset_hive_partitioned(tmp_path: Path) -> None:
             }
         )
         pq.write_table(table, part / "part-0.parquet")
-    assert read_find_dataset(str(root)) == {"1.2.1": 3, "1.2.2": None, "1.2.3": 5}
+    assert expected_from_find_dataset(str(root)) == {"1.2.1": 3, "1.2.2": None, "1.2.3": 5}
     assert parse_studies({"rows": 3, "path": str(root)}) == {"1.2.1": 3, "1.2.2": None, "1.2.3": 5}
 
 
