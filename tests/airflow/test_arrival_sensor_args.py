@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_dicom.dimse.errors import InvalidRequestError
-from airflow_dicom.sensors.arrival import DicomArrivalSensor, parse_studies, expected_from_find_dataset
+from airflow_dicom.sensors.arrival import DicomArrivalSensor, expected_from_find_dataset, parse_studies
 
 
 @pytest.mark.parametrize(
