@@ -121,6 +121,14 @@ class FileResult:
         return asdict(self)
 
 
+def transcoding(result: FileResult) -> str:
+    """How a file was converted, in words: ``"RLE Lossless -> Explicit VR Little Endian"``.
+
+    :param result: a file's result (``transcoded_to`` set).
+    """
+    return f"{UID(result.transfer_syntax or '').name} -> {UID(result.transcoded_to or '').name}"
+
+
 @dataclass
 class SendReport:
     """The account of a send: one :class:`FileResult` per file found.
@@ -174,6 +182,11 @@ class SendReport:
         """Files that needed more than one C-STORE request (lost response, aborted association)."""
         return [r for r in self.results if r.attempts > 1]
 
+    @property
+    def transcoded(self) -> list[FileResult]:
+        """Files stored after conversion to another transfer syntax (``transcode=True``)."""
+        return [r for r in self.results if r.transcoded_to and r.outcome in (SENT, WARNING)]
+
     def summary(self, max_listed: int = 100) -> dict[str, Any]:
         """A JSON-serialisable summary (the operator's XCom): counts, bytes, seconds, failures listed.
 
@@ -205,6 +218,16 @@ class SendReport:
             "failures": listed(self.failed),
             "skipped_files": listed(self.skipped),
             "warnings": listed(self.warnings),
+            "transcoded": len(self.transcoded),
+            "transcoded_files": [
+                {
+                    "path": r.path,
+                    "sop_instance_uid": r.sop_instance_uid,
+                    "from": r.transfer_syntax,
+                    "to": r.transcoded_to,
+                }
+                for r in self.transcoded[:max_listed]
+            ],
         }
 
     def raise_for_failures(self, max_failed: int = 0) -> None:
@@ -417,13 +440,33 @@ def _wait_response(assoc: Any, msg_id: int, timeout: float) -> Any:
 
 
 def _transcode(info: DicomFileInfo, target: str) -> bytes:
-    """Decode the file with pydicom and encode its data set in the uncompressed ``target`` syntax."""
+    """Decode the file with pydicom and encode its data set in the uncompressed ``target`` syntax.
+
+    The instance keeps its identity: SOP Instance UID and every attribute except what the standard
+    ties to the encoding (the pixel data, and for colour images decoded from YBR the Photometric
+    Interpretation pydicom converts with them) are sent as stored.
+
+    pydicom 3 gives an instance a new SOP Instance UID by default in ``Dataset.decompress()``,
+    ``Dataset.compress()``, ``Dataset.set_pixel_data()`` and ``pydicom.pixels.decompress()`` /
+    ``compress()`` (``generate_instance_uid=True``): a peer then refuses the C-STORE (0xA900, the data
+    set does not match the request) or, worse, stores a duplicate under a UID nobody asked for. This
+    calls ``decompress(generate_instance_uid=False)`` and checks the identity before sending.
+
+    :param info: the file (its meta was read by :func:`~airflow_dicom.dimse.dicomfile.read_meta`).
+    :param target: an uncompressed transfer syntax UID.
+    :returns: the data set encoded in ``target``.
+    :raises ValueError: pydicom cannot encode it, or the identity changed.
+    """
     import pydicom
     from pynetdicom.dsutils import encode
 
     ds = pydicom.dcmread(info.path)
     if UID(info.transfer_syntax).is_compressed:
-        ds.decompress()
+        ds.decompress(generate_instance_uid=False)
+    if str(ds.get("SOPInstanceUID", "")) != info.sop_instance_uid:
+        raise ValueError(
+            f"decoding changed the SOP Instance UID ({info.sop_instance_uid} -> {ds.get('SOPInstanceUID')})"
+        )
     target_uid = UID(target)
     encoded = encode(ds, target_uid.is_implicit_VR, target_uid.is_little_endian, target_uid.is_deflated)
     if encoded is None:
