@@ -27,7 +27,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
 
     def run(args: argparse.Namespace) -> int:
         # imported when the command runs (see airflow_dicom.commands)
-        from airflow_dicom.dimse.send import send
+        from airflow_dicom.dimse.send import send, transcoding
 
         if args.max_failed < 0:
             raise CliError("--max-failed must be 0 or more")
@@ -45,13 +45,16 @@ def setup(parser: argparse.ArgumentParser) -> Command:
             print(
                 f"C-STORE {summary['node']}: {summary['files']} files, {summary['sent']} sent, "
                 f"{summary['warning']} warning, {summary['failed']} failed, {summary['skipped']} skipped "
-                f"(not DICOM), {summary['retried']} retried; {summary['bytes'] / 1e6:.1f} MB in "
+                f"(not DICOM), {summary['retried']} retried, {summary['transcoded']} transcoded; "
+                f"{summary['bytes'] / 1e6:.1f} MB in "
                 f"{summary['seconds']:.2f} s"
             )
             for result in report.warnings:
                 print(f"warning: {result.path}: {result.reason}")
             for result in report.skipped:
                 print(f"skipped: {result.path}: {result.reason}")
+            for result in report.transcoded:
+                print(f"transcoded: {result.path}: {transcoding(result)}")
         for result in report.failed:
             print(f"failed: {result.path}: {result.reason}", file=sys.stderr)
         return 1 if len(report.failed) > args.max_failed else 0

@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_dicom.dimse.send import SendReport, files_from_manifest
+from airflow_dicom.dimse.send import SendReport, files_from_manifest, transcoding
 from airflow_dicom.hooks.dicom import DicomHook
 
 
@@ -109,7 +109,7 @@ class DicomStoreOperator(BaseOperator):
         summary = report.summary()
         self.log.info(
             "C-STORE to %s: %d files, %d sent, %d warning, %d failed, %d skipped (not DICOM), "
-            "%d retried, %.1f MB in %.2f s",
+            "%d retried, %d transcoded, %.1f MB in %.2f s",
             summary["node"],
             summary["files"],
             summary["sent"],
@@ -117,11 +117,16 @@ class DicomStoreOperator(BaseOperator):
             summary["failed"],
             summary["skipped"],
             summary["retried"],
+            summary["transcoded"],
             summary["bytes"] / 1e6,
             summary["seconds"],
         )
         for skipped in report.skipped:
             self.log.info("skipped %s: %s", skipped.path, skipped.reason)
+        for converted in report.transcoded:
+            self.log.info(
+                "transcoded %s (%s): %s", converted.path, converted.sop_instance_uid, transcoding(converted)
+            )
         for warned in report.warnings:
             self.log.warning(
                 "stored with a warning %s (%s): %s", warned.path, warned.sop_instance_uid, warned.reason

@@ -105,13 +105,15 @@ class DcmtkStorescp:
         fork: bool = False,
         bit_preserving: bool = False,
         promiscuous: bool = False,
+        accept: Sequence[str] = ("+xa",),
         extra_args: Sequence[str] = (),
         startup_timeout: float = 10.0,
     ) -> None:
         """Store the settings; ``directory`` defaults to a new temp dir removed on ``__exit__``.
 
         ``fork`` serves associations in child processes (several peers at once); ``bit_preserving``
-        writes datasets exactly as received (``+B``); ``promiscuous`` accepts unknown SOP classes.
+        writes datasets exactly as received (``+B``); ``promiscuous`` accepts unknown SOP classes;
+        ``accept`` are storescp's transfer-syntax options (``()``: its default, uncompressed only).
         """
         self.aet = aet
         self._scratch = Path(tempfile.mkdtemp(prefix=f"storescp-{aet.lower()}-"))
@@ -122,6 +124,7 @@ class DcmtkStorescp:
         self._fork = fork
         self._bit_preserving = bit_preserving
         self._promiscuous = promiscuous
+        self._accept = tuple(accept)
         self._extra_args = tuple(extra_args)
         self._startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -145,7 +148,7 @@ class DcmtkStorescp:
             self.aet,
             "-od",
             str(self.directory),
-            "+xa",
+            *self._accept,
             "-dhl",
         ]
         args.append("-uf")

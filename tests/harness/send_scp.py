@@ -76,6 +76,10 @@ class StoreSCP:
             return 0xA700  # whatever comes after the sender gave up is never read
         if sop_class in self.fail_with:
             return int(self.fail_with[sop_class])
+        # as dcmtk and Orthanc do: the data set must be the instance the request names
+        ds = event.dataset
+        if str(ds.get("SOPInstanceUID", "")) != sop_uid or str(ds.get("SOPClassUID", "")) != sop_class:
+            return 0xA900
         with self._lock:
             self.received[sop_uid] = Received(
                 sop_class, str(event.context.transfer_syntax), req.DataSet.getvalue()

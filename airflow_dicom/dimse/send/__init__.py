@@ -19,7 +19,15 @@ from airflow_dicom.dimse.send.files import (
     scan,
 )
 from airflow_dicom.dimse.send.planning import FALLBACK_SYNTAXES, AssociationJob, plan_associations
-from airflow_dicom.dimse.send.report import FAILED, SENT, SKIPPED, WARNING, FileResult, SendReport
+from airflow_dicom.dimse.send.report import (
+    FAILED,
+    SENT,
+    SKIPPED,
+    WARNING,
+    FileResult,
+    SendReport,
+    transcoding,
+)
 from airflow_dicom.dimse.send.sender import DEFAULT_PARALLEL, send
 
 __all__ = [
@@ -43,4 +51,5 @@ __all__ = [
     "read_meta",
     "scan",
     "send",
+    "transcoding",
 ]

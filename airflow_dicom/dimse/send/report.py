@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydicom.uid import UID
+
 from airflow_dicom.dimse.errors import SendFailedError
 from airflow_dicom.dimse.node import DicomNode
 
@@ -44,6 +46,14 @@ class FileResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
         return asdict(self)
+
+
+def transcoding(result: FileResult) -> str:
+    """How a file was converted, in words: ``"RLE Lossless -> Explicit VR Little Endian"``.
+
+    :param result: a file's result (``transcoded_to`` set).
+    """
+    return f"{UID(result.transfer_syntax or '').name} -> {UID(result.transcoded_to or '').name}"
 
 
 @dataclass
@@ -99,6 +109,11 @@ class SendReport:
         """Files that needed more than one C-STORE request (lost response, aborted association)."""
         return [r for r in self.results if r.attempts > 1]
 
+    @property
+    def transcoded(self) -> list[FileResult]:
+        """Files stored after conversion to another transfer syntax (``transcode=True``)."""
+        return [r for r in self.results if r.transcoded_to and r.outcome in (SENT, WARNING)]
+
     def summary(self, max_listed: int = 100) -> dict[str, Any]:
         """A JSON-serialisable summary (the operator's XCom): counts, bytes, seconds, failures listed.
 
@@ -130,6 +145,16 @@ class SendReport:
             "failures": listed(self.failed),
             "skipped_files": listed(self.skipped),
             "warnings": listed(self.warnings),
+            "transcoded": len(self.transcoded),
+            "transcoded_files": [
+                {
+                    "path": r.path,
+                    "sop_instance_uid": r.sop_instance_uid,
+                    "from": r.transfer_syntax,
+                    "to": r.transcoded_to,
+                }
+                for r in self.transcoded[:max_listed]
+            ],
         }
 
     def raise_for_failures(self, max_failed: int = 0) -> None:

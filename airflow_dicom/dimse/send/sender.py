@@ -66,10 +66,30 @@ DEFAULT_PARALLEL = 2
 
 
 def _transcode(info: DicomFileInfo, target: str) -> bytes:
-    """Decode the file with pydicom and encode its data set in the uncompressed ``target`` syntax."""
+    """Decode the file with pydicom and encode its data set in the uncompressed ``target`` syntax.
+
+    The instance keeps its identity: SOP Instance UID and every attribute except what the standard
+    ties to the encoding (the pixel data, and for colour images decoded from YBR the Photometric
+    Interpretation pydicom converts with them) are sent as stored.
+
+    pydicom 3 gives an instance a new SOP Instance UID by default in ``Dataset.decompress()``,
+    ``Dataset.compress()``, ``Dataset.set_pixel_data()`` and ``pydicom.pixels.decompress()`` /
+    ``compress()`` (``generate_instance_uid=True``): a peer then refuses the C-STORE (0xA900, the data
+    set does not match the request) or, worse, stores a duplicate under a UID nobody asked for. This
+    calls ``decompress(generate_instance_uid=False)`` and checks the identity before sending.
+
+    :param info: the file (its meta was read by :func:`~airflow_dicom.dimse.send.files.read_meta`).
+    :param target: an uncompressed transfer syntax UID.
+    :returns: the data set encoded in ``target``.
+    :raises ValueError: pydicom cannot encode it, or the identity changed.
+    """
     ds = pydicom.dcmread(info.path)
     if UID(info.transfer_syntax).is_compressed:
-        ds.decompress()
+        ds.decompress(generate_instance_uid=False)
+    if str(ds.get("SOPInstanceUID", "")) != info.sop_instance_uid:
+        raise ValueError(
+            f"decoding changed the SOP Instance UID ({info.sop_instance_uid} -> {ds.get('SOPInstanceUID')})"
+        )
     target_uid = UID(target)
     encoded = encode(ds, target_uid.is_implicit_VR, target_uid.is_little_endian, target_uid.is_deflated)
     if encoded is None:
