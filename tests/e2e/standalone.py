@@ -21,6 +21,7 @@ from typing import Any
 from harness.ports import free_port
 
 VENV_BIN = Path(sys.executable).parent
+SQLITE_LOCKED_ATTEMPTS = 5
 
 
 class AirflowStandalone:
@@ -129,16 +130,22 @@ class AirflowStandalone:
         :param timeout: seconds.
         """
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(
-                f"{method} {path} -> {exc.code}: {exc.read().decode(errors='replace')}"
-            ) from exc
-        return json.loads(payload) if payload else None
+        for attempt in range(1, SQLITE_LOCKED_ATTEMPTS + 1):
+            request = urllib.request.Request(self.url + path, data=data, method=method)
+            request.add_header("Content-Type", "application/json")
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    payload = response.read()
+            except urllib.error.HTTPError as exc:
+                text = exc.read().decode(errors="replace")
+                # standalone keeps its metadata in SQLite: a write that meets the scheduler's lock for longer
+                # than SQLite's busy timeout is rolled back whole and answered 500; it is safe to send again.
+                if exc.code >= 500 and "database is locked" in text and attempt < SQLITE_LOCKED_ATTEMPTS:
+                    time.sleep(attempt)
+                    continue
+                raise RuntimeError(f"{method} {path} -> {exc.code}: {text}") from exc
+            return json.loads(payload) if payload else None
+        raise AssertionError("unreachable")
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run ``airflow ARGS`` with this instance's environment.
@@ -175,6 +182,18 @@ class AirflowStandalone:
     def unpause(self, dag_id: str) -> None:
         """Unpause ``dag_id``."""
         self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def backfill(self, dag_id: str, from_date: str, to_date: str) -> dict[str, Any]:
+        """Create a backfill through the REST API (the ``airflow backfill create`` CLI writes to standalone's
+        SQLite from a third process and fails with "database is locked" when the scheduler holds it).
+
+        :param dag_id: the DAG.
+        :param from_date: first logical date, ISO.
+        :param to_date: last logical date, ISO.
+        """
+        return self.api(
+            "POST", "/api/v2/backfills", {"dag_id": dag_id, "from_date": from_date, "to_date": to_date}
+        )
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Trigger a run through the REST API; returns its run id.

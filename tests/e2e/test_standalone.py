@@ -183,17 +183,9 @@ def test_backfill_of_three_days_lands_exactly_their_partitions(e2e: E2E) -> None
     airflow.wait_for_dags({"dicom_find_daily"})
     days = _three_busy_days(corpus)
     airflow.unpause("dicom_find_daily")  # the scheduler runs no task of a paused DAG, backfills included
-    result = airflow.cli(
-        "backfill",
-        "create",
-        "--dag-id",
-        "dicom_find_daily",
-        "--from-date",
-        days[0].isoformat(),
-        "--to-date",
-        days[-1].isoformat(),
+    airflow.backfill(
+        "dicom_find_daily", f"{days[0].isoformat()}T00:00:00Z", f"{days[-1].isoformat()}T00:00:00Z"
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     deadline = time.monotonic() + 150
     runs: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
