@@ -12,6 +12,7 @@ from airflow_dicom.dimse.errors import (
     InvalidRequestError,
     NoAcceptedContextError,
     NodeUnreachableError,
+    TlsError,
 )
 from airflow_dicom.dimse.node import DicomNode
 
@@ -26,5 +27,6 @@ __all__ = [
     "InvalidRequestError",
     "NoAcceptedContextError",
     "NodeUnreachableError",
+    "TlsError",
     "echo",
 ]

@@ -23,9 +23,11 @@ from airflow_dicom.dimse.errors import (
     AssociationRejectedError,
     NoAcceptedContextError,
     NodeUnreachableError,
+    TlsError,
 )
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.pynetdicom_ext import connect_error, make_requestor_ae
+from airflow_dicom.dimse.tls import TlsConfigError, client_context, explain_client_failure
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,24 @@ def _contexts(specs: Sequence[ContextSpec]) -> list[PresentationContext]:
 def _tls_args(node: DicomNode) -> tuple[ssl.SSLContext, str] | None:
     if not node.tls:
         return None
-    context = ssl.create_default_context(cafile=node.tls_ca_file)
+    try:
+        context = client_context(
+            ca_file=node.tls_ca_file,
+            cert_file=node.tls_cert_file,
+            key=node.tls_key,
+            verify_hostname=node.tls_verify_hostname,
+            min_version=node.tls_min_version,
+        )
+    except TlsConfigError as exc:
+        raise TlsError(node, str(exc)) from None
     return context, node.host
+
+
+def _tls_failure(node: DicomNode, error: BaseException) -> TlsError:
+    reason = explain_client_failure(
+        error, host=node.host, ca_file=node.tls_ca_file, has_cert=bool(node.tls_cert_file)
+    )
+    return TlsError(node, reason)
 
 
 def _unreachable_reason(error: OSError, node: DicomNode) -> str:
@@ -89,6 +107,7 @@ def open_association(
     :raises AssociationRejectedError: the node sent A-ASSOCIATE-RJ.
     :raises AssociationAbortedError: the node aborted during negotiation or did not answer in time.
     :raises NoAcceptedContextError: the node accepted but refused every proposed context.
+    :raises TlsError: the TLS settings are unusable or the TLS handshake failed (the reason says why).
     """
     ae = make_requestor_ae(node.calling_ae_title)
     ae.acse_timeout = node.acse_timeout
@@ -119,6 +138,8 @@ def open_association(
                 reason_text=rj.reason_str,
             )
         error = connect_error(assoc)
+        if node.tls and isinstance(error, ssl.SSLError | ConnectionResetError | BrokenPipeError):
+            raise _tls_failure(node, error)
         if error is not None:
             raise NodeUnreachableError(node, _unreachable_reason(error, node))
         if assoc.rejected_contexts and not assoc.accepted_contexts:

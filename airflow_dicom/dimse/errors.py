@@ -88,6 +88,19 @@ class NodeUnreachableError(RetryableDicomError):
         )
 
 
+class TlsError(PermanentDicomError):
+    """TLS with the node failed: unusable settings or a refused handshake (certificate, CA, hostname...).
+
+    :param node: the node.
+    :param reason: what went wrong and what to do, in words (never key material).
+    """
+
+    def __init__(self, node: DicomNode, reason: str) -> None:
+        self.node = node
+        self.reason = reason
+        super().__init__(f"DICOM TLS with node {node.describe()} failed: {reason}.")
+
+
 #: what to do about a rejection, by pynetdicom's reason text (``A_ASSOCIATE.reason_str``, lower case).
 REJECT_ADVICE = {
     "called ae title not recognised": "check the node's called AE title",

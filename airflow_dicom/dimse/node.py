@@ -62,6 +62,10 @@ class DicomNode:
     :param max_pdu: the maximum PDU length we are willing to receive (0 means unlimited).
     :param tls: wrap the connection in TLS (system trust store; see ``tls_ca_file``).
     :param tls_ca_file: CA bundle to verify the node's certificate with.
+    :param tls_cert_file: our client certificate (PEM), for nodes that require mutual TLS.
+    :param tls_key: our private key: its path or the PEM text (a secret: kept out of ``repr``).
+    :param tls_verify_hostname: check that the node's certificate names ``host`` (default True).
+    :param tls_min_version: minimum TLS version, ``"1.2"`` (default) or ``"1.3"``.
     :param name: an optional label used in messages (e.g. the Airflow connection id).
     """
 
@@ -75,6 +79,10 @@ class DicomNode:
     max_pdu: int = DEFAULT_MAX_PDU
     tls: bool = False
     tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key: str | None = field(default=None, repr=False)
+    tls_verify_hostname: bool = True
+    tls_min_version: str = "1.2"
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +114,13 @@ class DicomNode:
             raise InvalidNodeError("max_pdu", f"{max_pdu} must be 0 (unlimited) or between 4096 and 2^32-1")
         object.__setattr__(self, "max_pdu", max_pdu)
         object.__setattr__(self, "tls", _as_bool(self.tls, "tls"))
+        object.__setattr__(
+            self, "tls_verify_hostname", _as_bool(self.tls_verify_hostname, "tls_verify_hostname")
+        )
+        if str(self.tls_min_version).strip().lower() not in {"1.2", "1.3", "tlsv1.2", "tlsv1.3"}:
+            raise InvalidNodeError("tls_min_version", f"{self.tls_min_version!r} is not one of 1.2, 1.3")
+        if self.tls_key and not self.tls_cert_file:
+            raise InvalidNodeError("tls_cert_file", "a TLS private key was given without its certificate")
 
     def describe(self) -> str:
         """A short identification for messages, e.g. ``PACS@10.0.0.5:104 (conn pacs_main)``."""

@@ -13,6 +13,8 @@ Rooms:
   step;
 * :mod:`.requestor` — associations we open (a reactor that never steals responses) and the raw C-STORE;
 * :mod:`.acceptor` — associations our receiver serves (event-driven, C-STOREs through the codec);
+* :mod:`.admission` — the receiver's accept loop only accepts; TLS handshake and first PDU are awaited per
+  connection before a deadline; limits per peer, on waiting connections, by network;
 * :mod:`.compat` — the supported versions, the run-time check and the stock fallback.
 
 The rest of :mod:`airflow_dicom.dimse` uses only the names exported here.
@@ -23,6 +25,7 @@ from __future__ import annotations
 from pynetdicom.ae import ApplicationEntity
 
 from airflow_dicom.dimse.pynetdicom_ext.acceptor import AcceptorAE
+from airflow_dicom.dimse.pynetdicom_ext.admission import AdmissionLimits
 from airflow_dicom.dimse.pynetdicom_ext.compat import (
     SUPPORTED_PYNETDICOM,
     StockAE,
@@ -64,6 +67,7 @@ def make_nodelay_ae(ae_title: str) -> ApplicationEntity:
 
 
 __all__ = [
+    "AdmissionLimits",
     "SUPPORTED_PYNETDICOM",
     "connect_error",
     "extensions_enabled",

@@ -10,6 +10,7 @@ send), decode C-STORE requests and encode their responses with the codec, and sh
 
 from __future__ import annotations
 
+import functools
 import io
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,7 @@ from airflow_dicom.dimse.codec import (
     encode_c_store_rsp,
     us_value,
 )
+from airflow_dicom.dimse.pynetdicom_ext.admission import AdmittingServer
 from airflow_dicom.dimse.pynetdicom_ext.reactors import (
     ACCEPTOR_IDLE_WAIT,
     OwnProvidersAssociation,
@@ -205,6 +207,16 @@ class AcceptorAssociation(OwnProvidersAssociation):
 
     dul_idle_wait = ACCEPTOR_IDLE_WAIT
     dimse_class = StoreRequestDIMSE
+    #: called once when the association thread ends (the server's per-peer bookkeeping)
+    on_end: Any = None
+
+    def run(self) -> None:
+        """pynetdicom's association thread, then :attr:`on_end`."""
+        try:
+            super().run()
+        finally:
+            if self.on_end is not None:
+                self.on_end()
 
     def _wait_for_message(self) -> None:
         """Block until the DIMSE message queue is not empty, or the idle wait has passed."""
@@ -280,6 +292,8 @@ class AcceptorRequestHandler(_transport.RequestHandler):
                 for handler in self.server._handlers[event]:
                     assoc.bind(event, handler[0], handler[1])
         unbind_log_handlers(assoc)  # the server binds them too
+        if isinstance(self.server, AdmittingServer):
+            assoc.on_end = functools.partial(self.server.release_peer, str(self.client_address[0]))
         return assoc
 
 
@@ -291,8 +305,11 @@ class AcceptorServer(NoDelayServer):
         super().__init__(*args, **kwargs)
 
 
-class ThreadedAcceptorServer(ThreadedNoDelayServer):
-    """Threaded server: TCP_NODELAY, :class:`AcceptorRequestHandler` acceptors."""
+class ThreadedAcceptorServer(AdmittingServer, ThreadedNoDelayServer):
+    """Threaded server: TCP_NODELAY, :class:`AcceptorRequestHandler` acceptors, and admission screening.
+
+    The accept loop never handshakes or reads (:class:`~.admission.AdmittingServer`).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", AcceptorRequestHandler)

@@ -10,6 +10,7 @@ import socket
 import threading
 from typing import Any
 
+from pynetdicom import evt as _evt
 from pynetdicom import transport as _transport
 from pynetdicom.ae import ApplicationEntity
 
@@ -68,6 +69,59 @@ class RequestorSocket(_transport.AssociationSocket):
         sock.owner = self
         set_nodelay(sock)
         return sock
+
+    def connect(self, primitive: Any) -> None:
+        """Connect over TCP, then (with :attr:`tls_args`) do the TLS handshake; record why either failed.
+
+        pynetdicom's ``AssociationSocket.connect`` wraps the socket before connecting, so a TLS failure
+        reaches it as an ``OSError`` it only logs (with a traceback). Here the TCP connection is made
+        first (bounded by the connection timeout), then the handshake runs under the same timeout, and a
+        failure of either is kept in :attr:`connect_error`; the DUL sees the same events as pynetdicom's.
+
+        :param primitive: pynetdicom's ``T_CONNECT`` primitive.
+        """
+        if self.socket is None:
+            raise ValueError("A socket must be created before calling AssociationSocket.connect()")
+        try:
+            self.socket.settimeout(self.assoc.connection_timeout)
+            self.socket.connect(primitive.address_info.as_tuple)
+            if self.tls_args:
+                context, server_hostname = self.tls_args
+                self.socket = context.wrap_socket(
+                    self.socket, server_side=False, server_hostname=server_hostname
+                )
+            self.socket.settimeout(None)
+            conn_info = self.socket.getsockname()
+            self.assoc.requestor.address_info = _transport.AddressInformation.from_tuple(conn_info)
+            self._is_connected = True
+            _evt.trigger(self.assoc, _evt.EVT_CONN_OPEN, {"address": primitive.address_info.as_tuple})
+            primitive.result = "Evt2"
+            self.provider_queue.put(primitive)
+        except OSError as exc:
+            if self.connect_error is None:
+                self.connect_error = exc
+            if self.socket:
+                self._shutdown_socket()
+                self.socket = None
+            primitive.result = "Evt17"
+            self.provider_queue.put(primitive)
+        finally:
+            self._ready.set()
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """pynetdicom's ``recv``; a TLS failure (e.g. the peer's alert refusing our certificate) is recorded.
+
+        With TLS 1.3 the server judges our certificate after our side of the handshake is done: its
+        refusal arrives as an alert on the first read, before the association is accepted.
+
+        :param nr_bytes: how many bytes to read.
+        """
+        try:
+            return super().recv(nr_bytes)
+        except OSError as exc:
+            if self.connect_error is None and self.tls_args:
+                self.connect_error = exc
+            raise
 
     def send(self, bytestream: bytes) -> None:
         """pynetdicom's ``AssociationSocket.send`` under :attr:`write_lock`.

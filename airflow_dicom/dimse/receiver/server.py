@@ -20,9 +20,10 @@ from pynetdicom.presentation import AllStoragePresentationContexts, build_contex
 from pynetdicom.sop_class import Verification
 
 from airflow_dicom.dimse.arrivals import StudyArrivals
-from airflow_dicom.dimse.pynetdicom_ext import make_acceptor_ae
+from airflow_dicom.dimse.pynetdicom_ext import AdmissionLimits, make_acceptor_ae
 from airflow_dicom.dimse.receiver.store import StoredCallback, StoreWriter
 from airflow_dicom.dimse.storage_layout import Layout
+from airflow_dicom.dimse.tls import ServerTls
 from airflow_dicom.dimse.units import size_text
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,12 @@ class Receiver:
     :param dimse_timeout: seconds to wait for a DIMSE message.
     :param network_timeout: seconds of silence before an association is aborted.
     :param max_pdu: largest PDU we accept (0 = unlimited).
+    :param tls: serve DICOM over TLS with these settings (mutual TLS with ``require_client_cert``).
+    :param idle_timeout: seconds a new connection gets for its TLS handshake and association request
+        together; silent connections are dropped after it (they never hold up others).
+    :param max_per_peer: connections at most from one peer address (None: no limit).
+    :param max_pending: connections at most that are open but have not yet asked to associate.
+    :param allowed_networks: if given, only peers in these networks (CIDR strings) may connect.
     """
 
     def __init__(
@@ -71,9 +78,22 @@ class Receiver:
         dimse_timeout: float = 60,
         network_timeout: float = 60,
         max_pdu: int = 262144,
+        tls: ServerTls | None = None,
+        idle_timeout: float = 10.0,
+        max_per_peer: int | None = None,
+        max_pending: int = 64,
+        allowed_networks: Iterable[str] = (),
     ) -> None:
         if max_associations < 1:
             raise ValueError("max_associations must be at least 1")
+        self.tls = tls
+        self._ssl_context = tls.context() if tls is not None else None
+        self.limits = AdmissionLimits(
+            idle_timeout=idle_timeout,
+            max_pending=max_pending,
+            max_per_peer=max_per_peer,
+            allowed_networks=tuple(allowed_networks or ()),
+        )
         self.writer = StoreWriter(data_dir, layout, on_stored=on_stored, fsync=fsync)
         self.ae_title = ae_title
         self.host = host
@@ -86,9 +106,11 @@ class Receiver:
         self._ae.network_timeout = network_timeout
         self._ae.maximum_pdu_size = max_pdu
         self._ae.maximum_associations = max_associations
+        self._ae.admission = self.limits  # read by the acceptor's server (pynetdicom_ext.admission)
         if self.allowed_aets:
             self._ae.require_calling_aet = self.allowed_aets
         self._server: Any = None
+        self._last_server: Any = None
         self._stop_requested = threading.Event()
         self._count_lock = threading.Lock()
         self._associations = 0
@@ -113,6 +135,12 @@ class Receiver:
         return int(self._server.server_address[1])
 
     @property
+    def refused(self) -> dict[str, int]:
+        """Connections refused or dropped before associating, by reason (``idle``, ``tls``...)."""
+        server = self._server or self._last_server
+        return dict(getattr(server, "refused", {}) or {})
+
+    @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
         return self._server is not None
@@ -133,16 +161,24 @@ class Receiver:
             block=False,
             contexts=storage_contexts(),
             evt_handlers=handlers,
+            ssl_context=self._ssl_context,
         )
         log.info(
-            "receiver %s listening on %s:%d, storing to %s (layout %s%s, at most %d associations)",
+            "receiver %s listening on %s:%d%s, storing to %s (layout %s%s, at most %d associations, "
+            "idle timeout %g s%s%s)",
             self.ae_title,
             self.host,
             self.port,
+            _tls_text(self.tls),
             self.data_dir,
             self.writer.layout.value,
             f", calling AEs {','.join(self.allowed_aets)}" if self.allowed_aets else "",
             self.max_associations,
+            self.limits.idle_timeout,
+            f", {self.limits.max_per_peer} per peer" if self.limits.max_per_peer else "",
+            f", networks {','.join(map(str, self.limits.allowed_networks))}"
+            if self.limits.allowed_networks
+            else "",
         )
         return self
 
@@ -168,6 +204,7 @@ class Receiver:
         server, self._server = self._server, None
         if server is None:
             return
+        self._last_server = server
         # stop accepting: end the accept loop and close the listening socket; in-flight associations go on
         server.shutdown()
         deadline = time.monotonic() + grace
@@ -206,6 +243,12 @@ class Receiver:
 
     def _on_rejected(self, event: Any) -> None:
         log.warning("association from %s rejected", _peer(event.assoc))
+
+
+def _tls_text(tls: ServerTls | None) -> str:
+    if tls is None:
+        return ""
+    return " with TLS (client certificates required)" if tls.require_client_cert else " with TLS"
 
 
 def _peer(assoc: Any) -> str:
