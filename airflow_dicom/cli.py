@@ -43,6 +43,17 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
         "--calling-aet", help=f"our AE title (default: the connection's, else {DEFAULT_CALLING_AE_TITLE})"
     )
     group.add_argument("--timeout", type=float, help="ACSE/DIMSE/network timeout in seconds for this run")
+    tls = parser.add_argument_group("TLS", "DICOM over TLS with the node (overrides the connection)")
+    tls.add_argument("--tls", action="store_true", default=None, help="connect with TLS")
+    tls.add_argument("--tls-ca", metavar="CA", help="CA bundle (PEM) to verify the node's certificate")
+    tls.add_argument("--tls-cert", metavar="CERT", help="our client certificate (PEM), for mutual TLS")
+    tls.add_argument("--tls-key", metavar="KEY", help="the private key (PEM file) of --tls-cert")
+    tls.add_argument(
+        "--tls-no-verify-hostname",
+        action="store_true",
+        help="do not check that the node's certificate names --host (the CA is still checked)",
+    )
+    tls.add_argument("--tls-min-version", choices=["1.2", "1.3"], help="minimum TLS version (default 1.2)")
 
 
 def node_from_args(args: argparse.Namespace) -> DicomNode:
@@ -56,6 +67,7 @@ def node_from_args(args: argparse.Namespace) -> DicomNode:
         overrides["calling_ae_title"] = args.calling_aet
     if args.timeout:
         overrides.update(acse_timeout=args.timeout, dimse_timeout=args.timeout, network_timeout=args.timeout)
+    overrides.update(_tls_overrides(args))
     if args.conn_id:
         if args.host or args.port or args.called_aet:
             raise CliError("give either --conn-id or --host/--port/--aet, not both")
@@ -78,6 +90,26 @@ def node_from_args(args: argparse.Namespace) -> DicomNode:
             f"no node given: use --conn-id, or all of --host, --port and --aet (missing {', '.join(missing)})"
         )
     return DicomNode(host=args.host, port=args.port, called_ae_title=args.called_aet, **overrides)  # type: ignore[arg-type]
+
+
+def _tls_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Node settings from the TLS options (any TLS option but ``--tls`` itself implies ``--tls``)."""
+    values: dict[str, object] = {}
+    for option, name in (
+        ("tls_ca", "tls_ca_file"),
+        ("tls_cert", "tls_cert_file"),
+        ("tls_key", "tls_key"),
+        ("tls_min_version", "tls_min_version"),
+    ):
+        if getattr(args, option, None):
+            values[name] = getattr(args, option)
+    if getattr(args, "tls_no_verify_hostname", False):
+        values["tls_verify_hostname"] = False
+    if getattr(args, "tls", None) or values:
+        values["tls"] = True
+    if values.get("tls_key") and not values.get("tls_cert_file"):
+        raise CliError("--tls-key needs --tls-cert (the certificate of that key)")
+    return values
 
 
 def command(name: str, help_text: str) -> Callable[[Callable[[argparse.ArgumentParser], Command]], None]:

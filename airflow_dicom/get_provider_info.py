@@ -76,11 +76,34 @@ def get_provider_info() -> dict[str, Any]:
                     "tls_ca_file": {
                         "label": "TLS CA bundle path",
                         "schema": {"type": ["string", "null"]},
+                        "description": "PEM file of the CA(s) that signed the node's certificate.",
+                    },
+                    "tls_cert_file": {
+                        "label": "TLS client certificate path",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Our certificate (PEM) for nodes that require mutual TLS; its "
+                        "private key goes in the password field.",
+                    },
+                    "tls_verify_hostname": {
+                        "label": "TLS: verify host name",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                        "description": "Check that the node's certificate names the host above.",
+                    },
+                    "tls_min_version": {
+                        "label": "TLS minimum version",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["1.2", "1.3", None],
+                            "default": "1.2",
+                        },
                     },
                 },
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "login", "password"],
-                    "relabeling": {"host": "Host (PACS address)"},
+                    "hidden-fields": ["schema", "login"],
+                    "relabeling": {
+                        "host": "Host (PACS address)",
+                        "password": "TLS private key (path or PEM text; secret)",
+                    },
                     "placeholders": {
                         "host": "pacs.hospital.example",
                         "port": "104 or 11112",

@@ -43,10 +43,39 @@ def setup(parser: argparse.ArgumentParser) -> Command:
     parser.add_argument(
         "--grace", type=float, default=60, help="seconds in-flight associations get to finish on SIGTERM"
     )
+    limits = parser.add_argument_group("LIMITS", "what one client may hold (refusals are logged and counted)")
+    limits.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=10,
+        help="seconds a new connection gets for its TLS handshake and association request (default 10)",
+    )
+    limits.add_argument("--max-per-peer", type=int, help="connections at most from one peer address")
+    limits.add_argument(
+        "--max-pending", type=int, default=64, help="connections at most still waiting to associate"
+    )
+    limits.add_argument(
+        "--allow-network",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="accept connections only from this network, e.g. 10.0.0.0/8 (repeatable; default: any)",
+    )
+    tls = parser.add_argument_group("TLS", "serve DICOM over TLS (PS3.15 Annex B)")
+    tls.add_argument("--tls-cert", metavar="CERT", help="our certificate (PEM); turns TLS on")
+    tls.add_argument("--tls-key", metavar="KEY", help="its private key (PEM file)")
+    tls.add_argument("--tls-ca", metavar="CA", help="CA bundle to verify client certificates with")
+    tls.add_argument(
+        "--tls-require-client-cert",
+        action="store_true",
+        help="mutual TLS: refuse clients without a certificate",
+    )
+    tls.add_argument("--tls-min-version", choices=["1.2", "1.3"], help="minimum TLS version (default 1.2)")
 
     def run(args: argparse.Namespace) -> int:
         # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.dimse.receiver import Receiver
+        from airflow_dicom.dimse.tls import ServerTls, TlsConfigError
 
         if not 0 < args.port < 65536:
             raise CliError(f"--port {args.port} is not a TCP port")
@@ -54,6 +83,17 @@ def setup(parser: argparse.ArgumentParser) -> Command:
             raise CliError("--max-associations must be at least 1")
         if not args.aet or len(args.aet) > 16:
             raise CliError("--aet must be 1 to 16 characters")
+        if (args.tls_key or args.tls_ca or args.tls_require_client_cert) and not args.tls_cert:
+            raise CliError("--tls-key, --tls-ca and --tls-require-client-cert need --tls-cert")
+        tls = None
+        if args.tls_cert:
+            tls = ServerTls(
+                cert_file=args.tls_cert,
+                key=args.tls_key,
+                ca_file=args.tls_ca,
+                require_client_cert=args.tls_require_client_cert,
+                min_version=args.tls_min_version,
+            )
         # the per-association lines are this command's output: INFO for our logger even without -v
         logging.getLogger("airflow_dicom.dimse.receiver").setLevel(logging.INFO)
         if not logging.getLogger().handlers:
@@ -70,8 +110,15 @@ def setup(parser: argparse.ArgumentParser) -> Command:
                 fsync=args.fsync,
                 dimse_timeout=args.timeout,
                 network_timeout=args.timeout,
+                tls=tls,
+                idle_timeout=args.idle_timeout,
+                max_per_peer=args.max_per_peer,
+                max_pending=args.max_pending,
+                allowed_networks=args.allow_network,
             )
             receiver.start()
+        except (TlsConfigError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
         except OSError as exc:
             print(f"airflow-dicom storescp: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1

@@ -18,11 +18,18 @@ EXTRA_FIELDS = (
     "max_pdu",
     "tls",
     "tls_ca_file",
+    "tls_cert_file",
+    "tls_verify_hostname",
+    "tls_min_version",
 )
 
 
 def node_from_connection(
-    conn_id: str | None, host: str | None, port: int | str | None, extra: Mapping[str, Any] | None
+    conn_id: str | None,
+    host: str | None,
+    port: int | str | None,
+    extra: Mapping[str, Any] | None,
+    password: str | None = None,
 ) -> DicomNode:
     """Build a :class:`DicomNode` from a connection's host, port and extra fields.
 
@@ -33,6 +40,7 @@ def node_from_connection(
     :param host: the connection's host.
     :param port: the connection's port.
     :param extra: the connection's extra fields (``Connection.extra_dejson``).
+    :param password: the connection's password: the TLS private key (its path or PEM text), a secret.
     :raises InvalidNodeError: a setting is missing or invalid (the message names the field).
     """
     extra = dict(extra or {})
@@ -51,4 +59,6 @@ def node_from_connection(
         )
     if port in (None, ""):
         raise InvalidNodeError("port", f"connection {conn_id!r} has no port")
+    if password:
+        values["tls_key"] = password
     return DicomNode(host=host or "", port=port, name=conn_id, **values)  # type: ignore[arg-type]

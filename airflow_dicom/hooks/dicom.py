@@ -43,7 +43,8 @@ class DicomHook(BaseHook):
 
     :param dicom_conn_id: id of a connection of type ``dicom``: host, port and the extra fields
         ``called_ae_title`` (required), ``calling_ae_title``, ``acse_timeout``, ``dimse_timeout``,
-        ``network_timeout``, ``max_pdu``, ``tls``, ``tls_ca_file``.
+        ``network_timeout``, ``max_pdu``, ``tls``, ``tls_ca_file``, ``tls_cert_file``,
+        ``tls_verify_hostname``, ``tls_min_version``; the password holds the TLS private key (path or PEM).
     :param node_overrides: node settings that take precedence over the connection's, e.g.
         ``calling_ae_title="RESEARCH"`` for one task.
     """
@@ -62,7 +63,9 @@ class DicomHook(BaseHook):
     def node(self) -> DicomNode:
         """The :class:`DicomNode` described by the connection (validated)."""
         conn = self.get_connection(self.dicom_conn_id)
-        node = node_from_connection(self.dicom_conn_id, conn.host, conn.port, conn.extra_dejson)
+        node = node_from_connection(
+            self.dicom_conn_id, conn.host, conn.port, conn.extra_dejson, conn.password
+        )
         return node.with_changes(**self.node_overrides) if self.node_overrides else node
 
     def get_conn(self) -> DicomNode:

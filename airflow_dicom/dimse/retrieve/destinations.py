@@ -14,6 +14,7 @@ from airflow_dicom.dimse.arrivals import study_arrivals
 from airflow_dicom.dimse.errors import InvalidRequestError
 from airflow_dicom.dimse.node import validate_ae_title
 from airflow_dicom.dimse.retrieve.items import RetrieveItem
+from airflow_dicom.dimse.tls import ServerTls
 
 
 @dataclass
@@ -25,6 +26,7 @@ class MoveDestination:
     :param port: listen here with an embedded receiver for the run; ``None`` if the receiver runs elsewhere.
     :param host: address the embedded receiver listens on.
     :param layout: storage layout of the embedded receiver.
+    :param tls: TLS settings of the embedded receiver (the PACS then delivers over TLS), or None.
     """
 
     ae_title: str
@@ -32,6 +34,7 @@ class MoveDestination:
     port: int | None = None
     host: str = "0.0.0.0"
     layout: str = "patient"
+    tls: ServerTls | None = None
 
     def __post_init__(self) -> None:
         self.ae_title = validate_ae_title(self.ae_title, "move destination AE title")

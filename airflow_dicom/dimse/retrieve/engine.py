@@ -234,6 +234,7 @@ class Retriever:
                 acse_timeout=self.node.acse_timeout,
                 dimse_timeout=self.node.dimse_timeout,
                 network_timeout=self.node.network_timeout,
+                tls=dest.tls,
             )
             stack.enter_context(receiver)
         return stack
