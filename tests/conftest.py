@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from harness.certs import TestPki, make_pki
 from harness.dcmtk import DcmtkStorescp
 from harness.orthanc import OrthancServer, stop_all
 from harness.synth import Corpus, make_corpus
@@ -107,3 +108,9 @@ def dcmtk_storescp(tmp_path: Path) -> Iterator[Callable[..., DcmtkStorescp]]:
     yield factory
     for scp in started:
         scp.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    """A test CA and certificates made with ``openssl`` (good ones name localhost and 127.0.0.1)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

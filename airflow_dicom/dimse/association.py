@@ -26,7 +26,7 @@ from airflow_dicom.dimse.errors import (
     TlsError,
 )
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.pynetdicom_ext import connect_error, make_requestor_ae
+from airflow_dicom.dimse.pynetdicom_ext import connect_error, make_requestor_ae, recv_error
 from airflow_dicom.dimse.tls import TlsConfigError, client_context, explain_client_failure
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,11 @@ def open_association(
         if assoc.rejected_contexts and not assoc.accepted_contexts:
             # pynetdicom aborts (A-ABORT) an accepted association in which every context was refused
             raise NoAcceptedContextError(node, purpose)
-        raise AssociationAbortedError(node, f"association negotiation for {purpose}")
+        during = f"association negotiation for {purpose}"
+        if not node.tls and isinstance(recv_error(assoc), ConnectionResetError):
+            # a TLS port resets a plain A-ASSOCIATE-RQ: say so, it is the usual cause
+            during += " (the node reset the connection: if that port expects DICOM over TLS, turn TLS on)"
+        raise AssociationAbortedError(node, during)
     log.debug(
         "association with %s established in %.3f s for %s",
         node.describe(),

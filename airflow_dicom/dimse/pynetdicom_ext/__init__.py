@@ -34,7 +34,7 @@ from airflow_dicom.dimse.pynetdicom_ext.compat import (
     recheck_version,
 )
 from airflow_dicom.dimse.pynetdicom_ext.requestor import RequestorAE, send_c_store
-from airflow_dicom.dimse.pynetdicom_ext.sockets import NoDelayAE, connect_error, set_nodelay
+from airflow_dicom.dimse.pynetdicom_ext.sockets import NoDelayAE, connect_error, recv_error, set_nodelay
 
 hide_identifiers_from_logs()
 
@@ -75,6 +75,7 @@ __all__ = [
     "make_nodelay_ae",
     "make_requestor_ae",
     "recheck_version",
+    "recv_error",
     "send_c_store",
     "set_nodelay",
 ]

@@ -56,6 +56,8 @@ class RequestorSocket(_transport.AssociationSocket):
 
     #: the ``OSError`` of a failed ``connect()``, if any
     connect_error: OSError | None = None
+    #: the first ``OSError`` of a read (e.g. the peer reset the connection), if any
+    recv_error: OSError | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,6 +121,8 @@ class RequestorSocket(_transport.AssociationSocket):
         try:
             return super().recv(nr_bytes)
         except OSError as exc:
+            if self.recv_error is None:
+                self.recv_error = exc
             if self.connect_error is None and self.tls_args:
                 self.connect_error = exc
             raise
@@ -130,6 +134,15 @@ class RequestorSocket(_transport.AssociationSocket):
         """
         with self.write_lock:
             super().send(bytestream)
+
+
+def recv_error(assoc: Any) -> OSError | None:
+    """The first read error of a requestor association's socket (None if unknown or none).
+
+    :param assoc: a requestor association.
+    """
+    sock = getattr(assoc.dul, "socket", None)
+    return sock.recv_error if isinstance(sock, RequestorSocket) else None
 
 
 def connect_error(assoc: Any) -> OSError | None:
