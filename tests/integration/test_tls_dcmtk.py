@@ -50,7 +50,8 @@ def test_storescu_tls_with_client_certificate_into_mutual_tls_receiver(tmp_path,
         assert done.returncode == 0, done.stdout + done.stderr
         assert sop_uids_on_disk(tmp_path / "data") == set(files)
         # a client without a certificate is refused by the mutual-TLS receiver, and nothing is written
-        anonymous = storescu("localhost", rx.port, "TLSRX", files.values(), extra_args=["+tla", "+cf", pki.ca])
+        no_cert = ["+tla", "+cf", pki.ca]
+        anonymous = storescu("localhost", rx.port, "TLSRX", files.values(), extra_args=no_cert)
         assert anonymous.returncode != 0
         assert rx.refused.get("tls") == 1
 
