@@ -25,4 +25,9 @@ def test_provider_info_declares_the_dicom_connection() -> None:
         conn["conn-fields"]
     )
     assert "max_pdu" in conn["conn-fields"]
-    assert set(conn["ui-field-behaviour"]["hidden-fields"]) == {"schema", "login", "password"}
+    # the password field holds the TLS private key (path or PEM), a secret
+    assert set(conn["ui-field-behaviour"]["hidden-fields"]) == {"schema", "login"}
+    assert "TLS private key" in conn["ui-field-behaviour"]["relabeling"]["password"]
+    assert {"tls", "tls_ca_file", "tls_cert_file", "tls_verify_hostname", "tls_min_version"} <= set(
+        conn["conn-fields"]
+    )
