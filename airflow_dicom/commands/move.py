@@ -25,6 +25,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
     def run(args: argparse.Namespace) -> int:
         # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.dimse.retrieve import MOVE, MoveDestination
+        from airflow_dicom.dimse.tls import embedded_receiver_tls
 
         node = node_from_args(args)
         if args.receive_port is not None and not args.data_dir:
@@ -38,26 +39,8 @@ def setup(parser: argparse.ArgumentParser) -> Command:
             port=args.receive_port,
             host=args.receive_host,
             layout=args.layout,
-            tls=_receiver_tls(node) if args.receive_port is not None else None,
+            tls=embedded_receiver_tls(node) if args.receive_port is not None else None,
         )
         return run_retrieval(args, node, service=MOVE, destination=destination)
 
     return run
-
-
-def _receiver_tls(node: object) -> object:
-    """The embedded receiver serves TLS when the node is reached over TLS with our certificate.
-
-    The PACS then delivers over TLS to our certificate (``--tls-cert``/``--tls-key``), verifying it against
-    its trust store; we ask the PACS for its certificate (signed by ``--tls-ca``) too, when it offers one.
-    """
-    from airflow_dicom.dimse.tls import ServerTls
-
-    if not getattr(node, "tls", False) or not getattr(node, "tls_cert_file", None):
-        return None
-    return ServerTls(
-        cert_file=node.tls_cert_file,  # type: ignore[attr-defined]
-        key=node.tls_key,  # type: ignore[attr-defined]
-        ca_file=node.tls_ca_file,  # type: ignore[attr-defined]
-        min_version=node.tls_min_version,  # type: ignore[attr-defined]
-    )

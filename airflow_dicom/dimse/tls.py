@@ -13,6 +13,7 @@ import os
 import ssl
 import tempfile
 from dataclasses import dataclass, field
+from typing import Any
 
 #: accepted spellings of the minimum TLS version
 TLS_VERSIONS = {
@@ -134,6 +135,25 @@ class ServerTls:
             context.load_verify_locations(cafile=self.ca_file)
             context.verify_mode = ssl.CERT_REQUIRED if self.require_client_cert else ssl.CERT_OPTIONAL
         return context
+
+
+def embedded_receiver_tls(node: Any) -> ServerTls | None:
+    """TLS for the receiver we embed for a C-MOVE from ``node``: the node's own TLS identity, or None.
+
+    When the node is reached over TLS with our client certificate, the PACS delivers to us over TLS too (if
+    it knows our destination as a TLS one) and our receiver presents the same certificate; client
+    certificates are verified against the node's CA bundle when the PACS offers one.
+
+    :param node: a :class:`~airflow_dicom.dimse.node.DicomNode`.
+    """
+    if not getattr(node, "tls", False) or not getattr(node, "tls_cert_file", None):
+        return None
+    return ServerTls(
+        cert_file=node.tls_cert_file,
+        key=node.tls_key,
+        ca_file=node.tls_ca_file,
+        min_version=node.tls_min_version,
+    )
 
 
 def explain_client_failure(exc: BaseException, *, host: str, ca_file: str | None, has_cert: bool) -> str:

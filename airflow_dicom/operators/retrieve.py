@@ -33,6 +33,7 @@ from airflow_dicom.dimse.retrieve import (
     normalise_level,
     parse_uid_list,
 )
+from airflow_dicom.dimse.tls import embedded_receiver_tls
 from airflow_dicom.dimse.window import TimeWindow
 from airflow_dicom.hooks.dicom import DicomHook
 
@@ -393,6 +394,7 @@ class DicomMoveOperator(_DicomRetrieveOperator):
             port=port,
             host=self.receive_host,
             layout=self.layout,
+            tls=embedded_receiver_tls(hook.node) if port is not None else None,
         )
 
     def _destination_text(self, hook: DicomHook) -> str:

@@ -9,6 +9,8 @@ our embedded receiver serving TLS; Orthanc delivers over TLS because the destina
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -27,6 +29,7 @@ from airflow_dicom.dimse.tls import ServerTls
 
 pytestmark = pytest.mark.integration
 
+CLI = str(Path(sys.executable).with_name("airflow-dicom"))
 YEAR = {"date_from": "2024-01-01", "date_to": "2024-12-31"}
 
 
@@ -136,3 +139,18 @@ def test_send_over_tls_arrives_unchanged(tls_pacs, pki, tmp_path) -> None:
         want = pydicom.dcmread(path)
         got.file_meta = want.file_meta = pydicom.dataset.FileMetaDataset()
         assert got == want
+
+
+def test_cli_move_over_tls_starts_a_tls_receiver_with_our_certificate(
+    tls_pacs, pki, corpus, tmp_path
+) -> None:
+    studies = sorted(corpus.study_uids)[6:9]
+    port = free_port()
+    tls_pacs.register_modality("tls-cli", "TLSCLI", "127.0.0.1", port, UseDicomTls=True)
+    args = [CLI, "move", "--host", "localhost", "--port", str(tls_pacs.dicom_port), "--aet", tls_pacs.aet]
+    args += ["--tls-ca", pki.ca, "--tls-cert", pki.client.cert, "--tls-key", pki.client.key]
+    args += ["--dest-aet", "TLSCLI", "--receive-port", str(port), "--receive-host", "127.0.0.1"]
+    args += ["--data-dir", str(tmp_path / "data"), "--level", "STUDY", *studies]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _on_disk(tmp_path / "data") == {i.sop_uid for s in studies for i in corpus.instances_of_study(s)}

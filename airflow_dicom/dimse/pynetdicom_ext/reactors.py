@@ -41,7 +41,9 @@ class SelectDUL(_dul.DULServiceProvider):
     one primitive to send or one PDU received per turn, abort on an exception); only the wait between
     turns differs: ``select()`` on the socket and a wake-up pipe, at most :attr:`idle_wait` seconds.
     :meth:`send_pdu` and :meth:`kill_dul` write to the pipe, so a queued PDU is sent at once and a kill is
-    seen at once. TLS sockets keep the 1 ms sleep (OpenSSL may buffer data ``select()`` cannot see).
+    seen at once. On a TLS socket, bytes OpenSSL has already decrypted (``SSLSocket.pending()``) end the
+    wait at once; anything else is still in the kernel (Python's ``ssl`` reads one record at a time, no
+    read-ahead), where ``select()`` sees it. pynetdicom slept 1 ms per turn on TLS sockets.
 
     :param assoc: the parent association.
     :param idle_wait: longest wait between turns without a wake-up.
@@ -83,9 +85,15 @@ class SelectDUL(_dul.DULServiceProvider):
         """Wait until the socket is readable, a wake-up arrives, or ``idle_wait`` has passed."""
         sock = getattr(self.socket, "socket", None)
         wake_r = self._wake_r  # only this (the DUL) thread opens and closes it
-        if sock is None or wake_r is None or isinstance(sock, ssl.SSLSocket):
+        if sock is None or wake_r is None:
             time.sleep(self._run_loop_delay)
             return
+        if isinstance(sock, ssl.SSLSocket):
+            try:
+                if sock.pending():  # decrypted bytes OpenSSL holds, which select() cannot see
+                    return
+            except (OSError, ValueError):
+                return
         try:
             readable, _, _ = select.select([sock, wake_r], [], [], self.idle_wait)
         except (OSError, ValueError):  # socket closed under us: let the loop find out
