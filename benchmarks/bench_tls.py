@@ -28,27 +28,12 @@ from harness.dcmtk import DCMTK_ENV, DcmtkStorescp, dcmtk_tool
 
 from airflow_dicom.dimse.receiver import Receiver
 from airflow_dicom.dimse.tls import ServerTls
-from airflow_dicom.testing import make_instance
+from benchmarks.bench_send import _corpus, _files
 
 RUNS = 3
 AET = "BENCHTLS"
 CLI = str(Path(sys.executable).with_name("airflow-dicom"))
 SIZES = (("1,000 x 8 KB", 1000, 8 * 1024), ("200 x 512 KB", 200, 512 * 1024))
-
-
-def _corpus(directory: Path, count: int, pixel_bytes: int) -> list[str]:
-    """``count`` instances with distinct UIDs; returns the file list (storescu's fastest invocation)."""
-    from pydicom.uid import generate_uid
-
-    if not (directory.is_dir() and len(list(directory.iterdir())) == count):
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
-        ds = make_instance(pixel_bytes=pixel_bytes, seed=13)
-        for n in range(count):
-            ds.SOPInstanceUID = generate_uid()
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.save_as(directory / f"{n:05d}.dcm", enforce_file_format=True)
-    return sorted(str(p) for p in directory.iterdir())
 
 
 def _best(args: list[str], env: dict[str, str], before: object = None) -> float:
@@ -177,7 +162,7 @@ def rows(workdir: Path) -> list[dict]:
     corpora = {}
     for label, count, pixel_bytes in SIZES:
         directory = workdir / f"tls-{count}x{pixel_bytes}"
-        corpora[label] = (directory, _corpus(directory, count, pixel_bytes))
+        corpora[label] = (directory, _files(_corpus(directory, count, pixel_bytes)))
     return _send_rows(workdir, pki, corpora) + _receive_rows(workdir, pki, corpora)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from harness.dcmtk import storescu
+from harness.disk import sop_uids_on_disk
 from harness.receiver_proc import CLI, ReceiverProcess
 from harness.synth import make_instance, write_dataset
 
@@ -42,14 +43,6 @@ def hundred(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ds = make_instance(seed=9000 + i, patient_id=f"HOST{i % 5}", pixel_bytes=2048)
         out[str(ds.SOPInstanceUID)] = write_dataset(ds, root / f"i{i:03}.dcm")
     return out
-
-
-def _on_disk(directory: Path) -> set[str]:
-    return {
-        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
-        for p in directory.rglob("*.dcm")
-        if not any(part.startswith(".") for part in p.relative_to(directory).parts)
-    }
 
 
 def _silent(port: int, count: int, stack: ExitStack, first_bytes: bytes = b"") -> list[socket.socket]:
@@ -83,11 +76,11 @@ def test_fifty_idle_plain_connections_do_not_stop_a_real_sender(tmp_path, hundre
         idle = _silent(rx.port, 50, stack)
         done = storescu("127.0.0.1", rx.port, "RX", hundred.values(), timeout=IDLE * 3)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert _on_disk(tmp_path / "data") == set(hundred)
+        assert sop_uids_on_disk(tmp_path / "data") == set(hundred)
         assert rx.refused.get("idle", 0) == 0  # the sender finished while all 50 were still held
         assert all(_closed_by_peer(sock, IDLE * 3) for sock in idle)
         assert rx.refused == {"idle": 50}
-    assert _on_disk(tmp_path / "data") == set(hundred)  # nothing from the idle ones
+    assert sop_uids_on_disk(tmp_path / "data") == set(hundred)  # nothing from the idle ones
 
 
 def test_silent_tcp_and_half_tls_hello_do_not_stop_a_tls_sender(tmp_path, pki, hundred) -> None:
@@ -98,7 +91,7 @@ def test_silent_tcp_and_half_tls_hello_do_not_stop_a_tls_sender(tmp_path, pki, h
         client = ["+tls", pki.client.key, pki.client.cert, "-pw", "+cf", pki.ca]
         done = storescu("localhost", rx.port, "RX", hundred.values(), extra_args=client, timeout=IDLE * 3)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert _on_disk(tmp_path / "data") == set(hundred)
+        assert sop_uids_on_disk(tmp_path / "data") == set(hundred)
         assert rx.refused.get("idle", 0) == 0
         assert all(_closed_by_peer(sock, IDLE * 3) for sock in silent)
         assert rx.refused == {"idle": 2}
@@ -141,7 +134,7 @@ def test_storescp_service_with_tls_and_limits_from_the_command_line(tmp_path, pk
         assert refused.returncode == 1
         assert "turn TLS on" in refused.stderr
         assert _closed_by_peer(silent[0], 20)
-    assert _on_disk(tmp_path / "data") == {
+    assert sop_uids_on_disk(tmp_path / "data") == {
         str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files
     }
     log = svc.log()

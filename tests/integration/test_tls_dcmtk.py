@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pydicom
 import pytest
 from harness.dcmtk import storescu
+from harness.disk import sop_uids_on_disk
 from harness.synth import make_instance, write_dataset
 
 from airflow_dicom.dimse.errors import TlsError
@@ -16,15 +16,6 @@ from airflow_dicom.dimse.send import send
 from airflow_dicom.dimse.tls import ServerTls
 
 pytestmark = pytest.mark.integration
-
-
-def sop_uids_on_disk(directory: Path) -> set[str]:
-    """SOPInstanceUIDs of the DICOM files under ``directory`` (hidden dirs excluded)."""
-    found = set()
-    for path in directory.rglob("*.dcm"):
-        if not any(part.startswith(".") for part in path.relative_to(directory).parts):
-            found.add(str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID))
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from harness.disk import sop_uids_on_disk
 from harness.orthanc import OrthancServer
 from harness.ports import free_port
 from harness.synth import make_instance, write_dataset
@@ -66,14 +67,6 @@ def _tls_node(server: OrthancServer, pki, **changes: object) -> DicomNode:
     return node.with_changes(**changes) if changes else node
 
 
-def _on_disk(directory: Path) -> set[str]:
-    return {
-        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
-        for p in directory.rglob("*.dcm")
-        if not any(part.startswith(".") for part in p.relative_to(directory).parts)
-    }
-
-
 def test_echo_over_tls_and_without_our_certificate(tls_pacs, pki) -> None:
     assert echo(_tls_node(tls_pacs, pki)).round_trip >= 0
     with pytest.raises(TlsError, match="requires a client certificate") as info:
@@ -107,7 +100,9 @@ def test_move_over_tls_to_our_tls_receiver(tls_pacs, pki, corpus, tmp_path) -> N
     destination = MoveDestination("TLSDEST", tmp_path / "data", port=port, host="127.0.0.1", tls=receiver_tls)
     result = retrieve(_tls_node(tls_pacs, pki), make_items(studies), service=MOVE, destination=destination)
     assert result.ok, result.summary()
-    assert _on_disk(tmp_path / "data") == {i.sop_uid for s in studies for i in corpus.instances_of_study(s)}
+    assert sop_uids_on_disk(tmp_path / "data") == {
+        i.sop_uid for s in studies for i in corpus.instances_of_study(s)
+    }
 
 
 def test_get_over_tls_same_as_plain(tls_pacs, loaded_orthanc, pki, tmp_path) -> None:
@@ -118,7 +113,7 @@ def test_get_over_tls_same_as_plain(tls_pacs, loaded_orthanc, pki, tmp_path) -> 
     plain = retrieve(plain_node, make_items(studies), service=GET, data_dir=tmp_path / "plain")
     assert over_tls.ok and plain.ok, (over_tls.summary(), plain.summary())
     wanted = {i.sop_uid for s in studies for i in corpus.instances_of_study(s)}
-    assert _on_disk(tmp_path / "tls") == _on_disk(tmp_path / "plain") == wanted
+    assert sop_uids_on_disk(tmp_path / "tls") == sop_uids_on_disk(tmp_path / "plain") == wanted
     for path in (tmp_path / "tls").rglob("*.dcm"):
         twin = tmp_path / "plain" / path.relative_to(tmp_path / "tls")
         got, plain_copy = pydicom.dcmread(path), pydicom.dcmread(twin)
@@ -153,4 +148,6 @@ def test_cli_move_over_tls_starts_a_tls_receiver_with_our_certificate(
     args += ["--data-dir", str(tmp_path / "data"), "--level", "STUDY", *studies]
     done = subprocess.run(args, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _on_disk(tmp_path / "data") == {i.sop_uid for s in studies for i in corpus.instances_of_study(s)}
+    assert sop_uids_on_disk(tmp_path / "data") == {
+        i.sop_uid for s in studies for i in corpus.instances_of_study(s)
+    }
