@@ -26,7 +26,12 @@ from airflow_dicom.dimse.errors import (
     TlsError,
 )
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.pynetdicom_ext import connect_error, make_requestor_ae, recv_error
+from airflow_dicom.dimse.pynetdicom_ext import (
+    connect_error,
+    make_requestor_ae,
+    recv_error,
+    tls_handshake_began,
+)
 from airflow_dicom.dimse.tls import TlsConfigError, client_context, explain_client_failure
 
 log = logging.getLogger(__name__)
@@ -140,6 +145,12 @@ def open_association(
         error = connect_error(assoc)
         if node.tls and isinstance(error, ssl.SSLError | ConnectionResetError | BrokenPipeError):
             raise _tls_failure(node, error)
+        if node.tls and isinstance(error, TimeoutError) and tls_handshake_began(assoc):
+            raise NodeUnreachableError(
+                node,
+                "the TCP connection was made but the TLS handshake got no answer within "
+                f"{node.acse_timeout:g} s (the node may be overloaded, or its port may not speak TLS)",
+            )
         if error is not None:
             raise NodeUnreachableError(node, _unreachable_reason(error, node))
         if assoc.rejected_contexts and not assoc.accepted_contexts:

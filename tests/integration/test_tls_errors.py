@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from harness.receiver_proc import CLI
 
 from airflow_dicom.dimse import echo
-from airflow_dicom.dimse.errors import AssociationAbortedError, TlsError
+from airflow_dicom.dimse.errors import AssociationAbortedError, NodeUnreachableError, TlsError
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.receiver import Receiver
 from airflow_dicom.dimse.tls import ServerTls
@@ -106,3 +107,10 @@ def test_cli_prints_one_line_not_a_trace(serve, pki) -> None:
     assert done.returncode == 1
     assert "unknown CA" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_port_that_accepts_but_never_answers_the_handshake(pki) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts; nobody ever answers
+        port = silent.getsockname()[1]
+        with pytest.raises(NodeUnreachableError, match="TLS handshake got no answer within 2 s"):
+            echo(_node(port, pki, host="127.0.0.1", acse_timeout=2))

@@ -34,7 +34,13 @@ from airflow_dicom.dimse.pynetdicom_ext.compat import (
     recheck_version,
 )
 from airflow_dicom.dimse.pynetdicom_ext.requestor import RequestorAE, send_c_store
-from airflow_dicom.dimse.pynetdicom_ext.sockets import NoDelayAE, connect_error, recv_error, set_nodelay
+from airflow_dicom.dimse.pynetdicom_ext.sockets import (
+    NoDelayAE,
+    connect_error,
+    recv_error,
+    set_nodelay,
+    tls_handshake_began,
+)
 
 hide_identifiers_from_logs()
 
@@ -78,4 +84,5 @@ __all__ = [
     "recv_error",
     "send_c_store",
     "set_nodelay",
+    "tls_handshake_began",
 ]

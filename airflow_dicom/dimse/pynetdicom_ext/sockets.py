@@ -58,6 +58,8 @@ class RequestorSocket(_transport.AssociationSocket):
     connect_error: OSError | None = None
     #: the first ``OSError`` of a read (e.g. the peer reset the connection), if any
     recv_error: OSError | None = None
+    #: True once the TCP connection is up and the TLS handshake has begun
+    handshaking = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -89,6 +91,7 @@ class RequestorSocket(_transport.AssociationSocket):
             self.socket.connect(primitive.address_info.as_tuple)
             if self.tls_args:
                 context, server_hostname = self.tls_args
+                self.handshaking = True
                 self.socket = context.wrap_socket(
                     self.socket, server_side=False, server_hostname=server_hostname
                 )
@@ -134,6 +137,15 @@ class RequestorSocket(_transport.AssociationSocket):
         """
         with self.write_lock:
             super().send(bytestream)
+
+
+def tls_handshake_began(assoc: Any) -> bool:
+    """True if the TCP connection of a requestor association was made and its TLS handshake began.
+
+    :param assoc: a requestor association.
+    """
+    sock = getattr(assoc.dul, "socket", None)
+    return isinstance(sock, RequestorSocket) and sock.handshaking
 
 
 def recv_error(assoc: Any) -> OSError | None:
