@@ -21,7 +21,7 @@ from harness.receiver_proc import CLI, ReceiverProcess
 from harness.synth import make_instance, write_dataset
 
 from airflow_dicom.dimse import echo
-from airflow_dicom.dimse.errors import AssociationAbortedError
+from airflow_dicom.dimse.errors import AssociationAbortedError, AssociationRejectedError
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.receiver import Receiver
 from airflow_dicom.dimse.tls import ServerTls
@@ -115,6 +115,10 @@ def test_per_peer_limit_and_allowed_networks_refuse_and_count(tmp_path) -> None:
     ) as rx:
         assert echo(DicomNode("127.0.0.1", rx.port, "RX")).round_trip >= 0
         assert rx.refused == {}
+    with Receiver(tmp_path / "d", ae_title="RX", host="127.0.0.1", port=0, allowed_aets=["ONLYPACS"]) as rx:
+        with pytest.raises(AssociationRejectedError):
+            echo(DicomNode("127.0.0.1", rx.port, "RX", calling_ae_title="STRANGER"))
+        assert rx.refused == {"rejected": 1}
 
 
 def test_storescp_service_with_tls_and_limits_from_the_command_line(tmp_path, pki, hundred) -> None:

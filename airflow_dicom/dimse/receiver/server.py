@@ -114,6 +114,7 @@ class Receiver:
         self._stop_requested = threading.Event()
         self._count_lock = threading.Lock()
         self._associations = 0
+        self._rejected = 0
 
     @property
     def data_dir(self) -> Path:
@@ -136,9 +137,15 @@ class Receiver:
 
     @property
     def refused(self) -> dict[str, int]:
-        """Connections refused or dropped before associating, by reason (``idle``, ``tls``...)."""
+        """Connections refused or dropped, by reason: before associating (``idle``, ``tls``, ``per_peer``,
+        ``network``, ``pending``, ``tls_on_plain``, ``closed``) and association requests rejected
+        (``rejected``: calling AE not allowed, or too many associations)."""
         server = self._server or self._last_server
-        return dict(getattr(server, "refused", {}) or {})
+        counts = dict(getattr(server, "refused", {}) or {})
+        with self._count_lock:
+            if self._rejected:
+                counts["rejected"] = self._rejected
+        return counts
 
     @property
     def running(self) -> bool:
@@ -242,6 +249,8 @@ class Receiver:
         )
 
     def _on_rejected(self, event: Any) -> None:
+        with self._count_lock:
+            self._rejected += 1
         log.warning("association from %s rejected", _peer(event.assoc))
 
 
