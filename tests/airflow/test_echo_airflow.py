@@ -94,7 +94,13 @@ def test_provider_is_listed_with_its_connection_type() -> None:
         "extra__dicom__dimse_timeout",
         "extra__dicom__network_timeout",
         "extra__dicom__max_pdu",
+        "extra__dicom__tls_ca_file",
+        "extra__dicom__tls_cert_file",
+        "extra__dicom__tls_verify_hostname",
+        "extra__dicom__tls_min_version",
     } <= widgets
     behaviour = manager.field_behaviours["dicom"]
-    assert set(behaviour["hidden_fields"]) == {"schema", "login", "password"}
+    # the password field holds the TLS private key (path or PEM text), a secret
+    assert set(behaviour["hidden_fields"]) == {"schema", "login"}
+    assert "TLS private key" in behaviour["relabeling"]["password"]
     assert behaviour["placeholders"]["port"] == "104 or 11112"
