@@ -32,7 +32,7 @@ from airflow_dicom.dimse.pynetdicom_ext import (
     recv_error,
     tls_handshake_began,
 )
-from airflow_dicom.dimse.tls import TlsConfigError, client_context, explain_client_failure
+from airflow_dicom.dimse.tls import TlsConfigError, explain_client_failure, node_client_context
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,7 @@ def _tls_args(node: DicomNode) -> tuple[ssl.SSLContext, str] | None:
     if not node.tls:
         return None
     try:
-        context = client_context(
-            ca_file=node.tls_ca_file,
-            cert_file=node.tls_cert_file,
-            key=node.tls_key,
-            verify_hostname=node.tls_verify_hostname,
-            min_version=node.tls_min_version,
-        )
+        context = node_client_context(node)
     except TlsConfigError as exc:
         raise TlsError(node, str(exc)) from None
     return context, node.host

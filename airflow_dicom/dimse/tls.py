@@ -103,6 +103,21 @@ def client_context(
     return context
 
 
+def node_client_context(node: Any) -> ssl.SSLContext:
+    """:func:`client_context` from a :class:`~airflow_dicom.dimse.node.DicomNode`'s TLS settings.
+
+    :param node: the node.
+    :raises TlsConfigError: a file is missing or unusable.
+    """
+    return client_context(
+        ca_file=node.tls_ca_file,
+        cert_file=node.tls_cert_file,
+        key=node.tls_key,
+        verify_hostname=node.tls_verify_hostname,
+        min_version=node.tls_min_version,
+    )
+
+
 @dataclass(frozen=True)
 class ServerTls:
     """The receiver's TLS settings.

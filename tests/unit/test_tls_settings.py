@@ -11,7 +11,7 @@ from airflow_dicom.cli import CliError, build_parser, node_from_args
 from airflow_dicom.dimse.errors import InvalidNodeError
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.pynetdicom_ext import AdmissionLimits
-from airflow_dicom.dimse.tls import ServerTls, TlsConfigError, client_context
+from airflow_dicom.dimse.tls import ServerTls, TlsConfigError, node_client_context
 from airflow_dicom.hooks.connection import node_from_connection
 
 
@@ -29,13 +29,7 @@ def test_connection_fields_and_password_key_make_a_tls_node(pki) -> None:
     assert (node.tls, node.tls_ca_file, node.tls_cert_file) == (True, pki.ca, pki.client.cert)
     assert (node.tls_verify_hostname, node.tls_min_version, node.tls_key) == (False, "1.3", key_text)
     assert "PRIVATE KEY" not in repr(node) and "PRIVATE KEY" not in node.describe()
-    context = client_context(
-        ca_file=node.tls_ca_file,
-        cert_file=node.tls_cert_file,
-        key=node.tls_key,
-        verify_hostname=node.tls_verify_hostname,
-        min_version=node.tls_min_version,
-    )
+    context = node_client_context(node)
     assert context.minimum_version == ssl.TLSVersion.TLSv1_3
     assert context.check_hostname is False and context.verify_mode == ssl.CERT_REQUIRED
 
