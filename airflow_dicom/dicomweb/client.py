@@ -129,3 +129,13 @@ def _body(response: requests.Response | None) -> str:
         return "no response"
     text = (response.text or "").strip().replace("\n", " ")
     return text[:300] or response.reason or "error"
+
+
+def service_url(node: DicomWebNode, service: str) -> str:
+    """The root of one service (``qido``, ``wado`` or ``stow``): the base URL plus the node's prefix.
+
+    :param node: the node.
+    :param service: the service.
+    """
+    prefix = getattr(node, f"{service}_prefix")
+    return node.url + ("/" + prefix.strip("/") if prefix else "")

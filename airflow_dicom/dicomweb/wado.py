@@ -26,7 +26,13 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from airflow_dicom.dicomweb.client import DicomWebAuthError, DicomWebTlsError, make_client, web_errors
+from airflow_dicom.dicomweb.client import (
+    DicomWebAuthError,
+    DicomWebTlsError,
+    make_client,
+    service_url,
+    web_errors,
+)
 from airflow_dicom.dicomweb.node import DicomWebNode
 from airflow_dicom.dimse.errors import DicomError, InvalidRequestError
 from airflow_dicom.dimse.receiver import StoreWriter
@@ -47,7 +53,7 @@ ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 def _url(node: DicomWebNode, item: RetrieveItem) -> str:
     """The WADO-RS resource of ``item`` (under the node's WADO prefix)."""
-    base = node.url + ("/" + node.wado_prefix.strip("/") if node.wado_prefix else "")
+    base = service_url(node, "wado")
     if item.level == "STUDY":
         return f"{base}/studies/{item.uid}"
     if item.study_uid is None:
