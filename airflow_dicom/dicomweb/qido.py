@@ -113,6 +113,7 @@ class QidoSession(FindSession):
         seen: set[str] = set()
         unique = {"PATIENT": "StudyInstanceUID", "STUDY": "StudyInstanceUID"}.get(level)
         unique = unique or ("SeriesInstanceUID" if level == "SERIES" else "SOPInstanceUID")
+        wanted = {*keys, unique}
         offset = 0
         truncated, reason = False, ""
         for _ in range(MAX_PAGES):
@@ -124,6 +125,9 @@ class QidoSession(FindSession):
             new = 0
             for item in page:
                 row = Dataset.from_json(item)
+                for element in list(row):  # as a C-FIND answer: only the keys asked (servers add defaults)
+                    if element.keyword not in wanted:
+                        del row[element.tag]
                 uid = str(row.get(unique, "") or "")
                 if uid and uid in seen:
                     continue

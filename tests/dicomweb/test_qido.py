@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -22,13 +23,13 @@ YEAR = ("2024-01-01", "2024-12-31")
 
 def _table(path: Path):  # noqa: ANN202 - a pyarrow Table
     table = pads.dataset(str(path), format="parquet", partitioning="hive").to_table()
+    keys = [k for k in ("PatientID", "StudyDate", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
     return table.drop_columns(["source_node"]).sort_by(
-        [("StudyInstanceUID", "ascending")]
-        + ([("SOPInstanceUID", "ascending")] if "SOPInstanceUID" in table.column_names else [])
+        [(k, "ascending") for k in keys if k in table.column_names]
     )
 
 
-@pytest.mark.parametrize("level", ["STUDY", "SERIES", "IMAGE"])
+@pytest.mark.parametrize("level", ["PATIENT", "STUDY", "SERIES", "IMAGE"])
 def test_qido_lands_the_same_parquet_as_c_find(
     web_pacs: OrthancServer, corpus: Corpus, tmp_path: Path, level: str
 ) -> None:
@@ -64,3 +65,22 @@ def test_qido_fails_loudly_when_a_capped_query_cannot_be_split(
     with pytest.raises(FindTruncatedError, match="DICOMweb http://127.0.0.1"):
         find_and_land(web_node(web_limited), query, tmp_path / "web", max_results_per_query=5)
     assert not (tmp_path / "web").exists()
+
+
+def test_qido_patients_without_dates_match_c_find_patient_root(
+    web_pacs: OrthancServer, corpus: Corpus, tmp_path: Path
+) -> None:
+    query = build_query(
+        "PATIENT", return_keys=DEFAULT_RETURN_KEYS["PATIENT"]
+    )  # DICOMweb has no patient search
+    dimse = find_and_land(dimse_node(web_pacs), query, tmp_path / "dimse.csv", output_format="csv")
+    web = find_and_land(web_node(web_pacs, page_size=9), query, tmp_path / "web.csv", output_format="csv")
+    assert web.rows == dimse.rows == len(corpus.patient_ids)
+
+    def rows(path: Path) -> list[dict[str, str]]:
+        with path.open(newline="") as f:
+            return sorted(
+                ({k: v for k, v in r.items() if k != "source_node"} for r in csv.DictReader(f)), key=str
+            )
+
+    assert rows(tmp_path / "web.csv") == rows(tmp_path / "dimse.csv")
