@@ -40,16 +40,18 @@ def web_limited(web_pool: list[OrthancServer], corpus: Corpus) -> OrthancServer:
     return server
 
 
+@pytest.fixture(scope="session")
+def _web_scratch_server(web_pool: list[OrthancServer]) -> OrthancServer:
+    server = OrthancServer(aet="WEBSCRATCH", dicomweb=True).start()
+    web_pool.append(server)
+    return server
+
+
 @pytest.fixture
-def web_scratch(web_pool: list[OrthancServer]) -> Iterator[OrthancServer]:
+def web_scratch(_web_scratch_server: OrthancServer) -> OrthancServer:
     """An empty DICOMweb Orthanc for tests that store (emptied before each test)."""
-    if not hasattr(web_scratch, "server"):
-        server = OrthancServer(aet="WEBSCRATCH", dicomweb=True).start()
-        web_pool.append(server)
-        web_scratch.server = server  # type: ignore[attr-defined]
-    server = web_scratch.server  # type: ignore[attr-defined]
-    server.clear()
-    yield server
+    _web_scratch_server.clear()
+    return _web_scratch_server
 
 
 def web_node(server: OrthancServer, **settings: object) -> DicomWebNode:
