@@ -56,6 +56,10 @@ def test_qido_is_complete_when_the_server_caps_results(
     table = _table(tmp_path / "web")
     assert set(table.column("StudyInstanceUID").to_pylist()) == corpus.study_uids
     assert table.num_rows == len(corpus.study_uids)
+    # the same rows as C-FIND of the same capped Orthanc (which splits on its 0xFE00)
+    dimse = find_and_land(dimse_node(web_limited), query, tmp_path / "dimse")
+    assert dimse.stats.splits > 0
+    assert _table(tmp_path / "dimse").to_pylist() == table.to_pylist()
 
 
 def test_qido_fails_loudly_when_a_capped_query_cannot_be_split(
