@@ -37,7 +37,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
         if isinstance(node, DicomWebNode):  # STOW-RS: files as they are, account from the answer
             from airflow_dicom.dicomweb.stow import stow_send
 
-            report = stow_send(node, args.paths)
+            report = stow_send(node, args.paths, parallel=args.parallel)
         else:
             report = send(
                 node, args.paths, parallel=args.parallel, transcode=args.transcode, retries=args.retries

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
@@ -141,6 +143,7 @@ def stow_send(
     *,
     batch_files: int = 32,
     batch_bytes: int = 64 * 1024 * 1024,
+    parallel: int = 2,
     progress: Callable[[FileResult], None] | None = None,
 ) -> SendReport:
     """Send DICOM files, directories (recursive) and globs to a DICOMweb node over STOW-RS.
@@ -149,6 +152,7 @@ def stow_send(
     :param paths: files, directories and glob patterns.
     :param batch_files: files per STOW-RS request at most.
     :param batch_bytes: bytes per request at most (a larger file goes alone).
+    :param parallel: requests at once (one client each); memory holds up to ``parallel`` batches.
     :param progress: called with each file's result.
     :return: the per-file account; per-file failures do not raise.
     :raises InvalidRequestError: a path does not exist.
@@ -161,14 +165,21 @@ def stow_send(
     for result in rejected:
         if progress is not None:
             progress(result)
-    client = make_client(node)
     url = service_url(node, "stow") + "/studies"
-    for batch in _batches(sendable, max(1, batch_files), max(1, batch_bytes)):
-        results = _post(client, node, url, batch)
-        report.results.extend(results)
-        for result in results:
-            if progress is not None:
-                progress(result)
+    local = threading.local()
+
+    def post(batch: list[DicomFileInfo]) -> list[FileResult]:
+        if not hasattr(local, "client"):
+            local.client = make_client(node)  # a requests session per thread
+        return _post(local.client, node, url, batch)
+
+    batches = list(_batches(sendable, max(1, batch_files), max(1, batch_bytes)))
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(batches) or 1))) as pool:
+        for results in pool.map(post, batches):  # in order; an auth/TLS/unreachable error raises here
+            report.results.extend(results)
+            for result in results:
+                if progress is not None:
+                    progress(result)
     report.seconds = time.monotonic() - started
     log.info(
         "STOW-RS to %s: %d file(s), %d sent, %d warning, %d failed, %d skipped in %.2f s",

@@ -162,7 +162,7 @@ class DicomWebHook(BaseHook):
         """Send DICOM files, directories and globs over STOW-RS (files as they are on disk).
 
         :param paths: files, directories (recursive) and glob patterns.
-        :param parallel: ignored (one request at a time, in batches).
+        :param parallel: STOW-RS requests at once (each a batch of files).
         :param transcode: ignored (the server decides what it accepts; refusals are in the report).
         :param retries: ignored (a batch is sent once; failures are reported per file).
         :param response_timeout: ignored (the connection's read timeout applies).
@@ -170,7 +170,7 @@ class DicomWebHook(BaseHook):
         """
         if not self.node.offers("stow"):
             raise InvalidRequestError(f"{self.node.describe()} does not offer STOW-RS (its capabilities)")
-        return stow_send(self.node, paths, progress=progress)
+        return stow_send(self.node, paths, parallel=parallel, progress=progress)
 
     def test_connection(self) -> tuple[bool, str]:
         """A cheap QIDO-RS search (one study); used by the UI's Test button."""
