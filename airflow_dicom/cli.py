@@ -31,11 +31,13 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     :param parser: the subcommand's parser.
     """
     group = parser.add_argument_group(
-        "NODE", "the remote DICOM node: either --conn-id, or --host, --port and --aet"
+        "NODE", "the remote DICOM node: either --conn-id, or --host, --port and --aet, or --url (DICOMweb)"
     )
     group.add_argument(
-        "--conn-id", help="an Airflow connection of type dicom (env vars AIRFLOW_CONN_* included)"
+        "--conn-id",
+        help="an Airflow connection of type dicom or dicomweb (env vars AIRFLOW_CONN_* included)",
     )
+    group.add_argument("--url", help="a DICOMweb base URL, e.g. http://pacs:8042/dicom-web (find, get, send)")
     group.add_argument("--host", help="host name or IP address of the node")
     group.add_argument("--port", type=int, help="TCP port of the node")
     group.add_argument("--aet", dest="called_aet", help="the node's AE title (called AE title)")
@@ -56,12 +58,19 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     tls.add_argument("--tls-min-version", choices=["1.2", "1.3"], help="minimum TLS version (default 1.2)")
 
 
-def node_from_args(args: argparse.Namespace) -> DicomNode:
+def node_from_args(args: argparse.Namespace, *, web: bool = False) -> DicomNode:
     """Build the :class:`DicomNode` described by the NODE options.
 
     :param args: parsed arguments of a subcommand that called :func:`add_node_arguments`.
+    :param web: the subcommand also works on DICOMweb nodes (``--url``, a ``dicomweb`` connection): then a
+        :class:`~airflow_dicom.dicomweb.node.DicomWebNode` may be returned.
     :raises CliError: neither or both ways of naming a node were used.
     """
+    web_node = _web_node_from_args(args)
+    if web_node is not None:
+        if not web:
+            raise CliError(f"{web_node.describe()} is a DICOMweb node: DICOMweb serves find, get and send")
+        return web_node  # type: ignore[return-value]
     overrides: dict[str, object] = {}
     if args.calling_aet:
         overrides["calling_ae_title"] = args.calling_aet
@@ -110,6 +119,30 @@ def _tls_overrides(args: argparse.Namespace) -> dict[str, object]:
     if values.get("tls_key") and not values.get("tls_cert_file"):
         raise CliError("--tls-key needs --tls-cert (the certificate of that key)")
     return values
+
+
+def _web_node_from_args(args: argparse.Namespace) -> object | None:
+    """The DICOMweb node of ``--url`` or of a ``dicomweb`` ``--conn-id``, else None."""
+    url = getattr(args, "url", None)
+    if url:
+        if args.conn_id or args.host or args.port or args.called_aet:
+            raise CliError("give either --url, --conn-id or --host/--port/--aet, not several")
+        from airflow_dicom.dicomweb.node import DicomWebNode
+
+        return DicomWebNode(url=url, read_timeout=args.timeout or 120.0)
+    if not args.conn_id:
+        return None
+    from airflow.sdk import BaseHook  # imports Airflow: only with --conn-id
+
+    try:
+        kind = str(BaseHook.get_connection(args.conn_id).conn_type or "")
+    except Exception as exc:  # AirflowNotFoundException and friends: one line, not a traceback
+        raise CliError(f"connection {args.conn_id!r}: {exc}") from exc
+    if kind != "dicomweb":
+        return None
+    from airflow_dicom.hooks.dicomweb import DicomWebHook
+
+    return DicomWebHook(args.conn_id).node
 
 
 def command(name: str, help_text: str) -> Callable[[Callable[[argparse.ArgumentParser], Command]], None]:

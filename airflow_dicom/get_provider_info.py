@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_dicom import __version__
+from airflow_dicom.dicomweb.form import DICOMWEB_CONNECTION_TYPE
 
 _TIMEOUT = {"type": ["number", "null"], "minimum": 0}
 
@@ -19,7 +20,12 @@ def get_provider_info() -> dict[str, Any]:
         "a storescp receiver and a deferrable arrival sensor.",
         "versions": [__version__],
         "integrations": [{"integration-name": integration, "tags": ["protocol"]}],
-        "hooks": [{"integration-name": integration, "python-modules": ["airflow_dicom.hooks.dicom"]}],
+        "hooks": [
+            {
+                "integration-name": integration,
+                "python-modules": ["airflow_dicom.hooks.dicom", "airflow_dicom.hooks.dicomweb"],
+            }
+        ],
         "operators": [
             {
                 "integration-name": integration,
@@ -111,6 +117,7 @@ def get_provider_info() -> dict[str, Any]:
                         "calling_ae_title": "AIRFLOW",
                     },
                 },
-            }
+            },
+            DICOMWEB_CONNECTION_TYPE,
         ],
     }

@@ -14,7 +14,7 @@ def _key_value(text: str) -> tuple[str, str]:
     return keyword.strip(), value
 
 
-@command("find", "C-FIND a node (every level, split on truncation) and write Parquet, CSV or SQL")
+@command("find", "C-FIND (or QIDO-RS) a node, split on truncation, and write Parquet, CSV or SQL")
 def setup(parser: argparse.ArgumentParser) -> Command:
     add_node_arguments(parser)
     parser.add_argument(
@@ -79,7 +79,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
             model=args.model,
             modality_match=args.modality_match,
         )
-        node = node_from_args(args)
+        node = node_from_args(args, web=True)  # a DICOMweb node is queried over QIDO-RS (same rows)
         landing = find_and_land(
             node,
             query,

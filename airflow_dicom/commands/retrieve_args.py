@@ -72,7 +72,8 @@ def run_retrieval(args: argparse.Namespace, node: Any, **retrieve_kwargs: Any) -
 
     :param args: parsed arguments.
     :param node: the PACS.
-    :param retrieve_kwargs: ``service`` and the destination / data directory for :func:`retrieve`.
+    :param retrieve_kwargs: ``service`` and the destination / data directory for :func:`retrieve`, and
+        optionally ``retriever``, a function used instead of :func:`retrieve` (same arguments).
     """
     # imported when the command runs (see airflow_dicom.commands)
     from airflow_dicom.dimse.retrieve import RetrieveOptions, retrieve
@@ -98,7 +99,8 @@ def run_retrieval(args: argparse.Namespace, node: Any, **retrieve_kwargs: Any) -
             if not args.quiet:
                 print(attempt.progress_line(), flush=True)
 
-        result = retrieve(
+        retriever = retrieve_kwargs.pop("retriever", retrieve)
+        result = retriever(
             node, items, options=options, completed=completed, on_attempt=on_attempt, **retrieve_kwargs
         )
     summary = result.summary()

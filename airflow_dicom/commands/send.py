@@ -31,19 +31,24 @@ def setup(parser: argparse.ArgumentParser) -> Command:
 
         if args.max_failed < 0:
             raise CliError("--max-failed must be 0 or more")
-        report = send(
-            node_from_args(args),
-            args.paths,
-            parallel=args.parallel,
-            transcode=args.transcode,
-            retries=args.retries,
-        )
+        from airflow_dicom.dicomweb.node import DicomWebNode
+
+        node = node_from_args(args, web=True)
+        if isinstance(node, DicomWebNode):  # STOW-RS: files as they are, account from the answer
+            from airflow_dicom.dicomweb.stow import stow_send
+
+            report = stow_send(node, args.paths, parallel=args.parallel)
+        else:
+            report = send(
+                node, args.paths, parallel=args.parallel, transcode=args.transcode, retries=args.retries
+            )
         summary = report.summary(max_listed=10_000)
         if args.json:
             print(json.dumps(summary, indent=2))
         else:
             print(
-                f"C-STORE {summary['node']}: {summary['files']} files, {summary['sent']} sent, "
+                f"{'STOW-RS' if isinstance(node, DicomWebNode) else 'C-STORE'} {summary['node']}: "
+                f"{summary['files']} files, {summary['sent']} sent, "
                 f"{summary['warning']} warning, {summary['failed']} failed, {summary['skipped']} skipped "
                 f"(not DICOM), {summary['retried']} retried, {summary['transcoded']} transcoded; "
                 f"{summary['bytes'] / 1e6:.1f} MB in "

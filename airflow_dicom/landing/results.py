@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from airflow_dicom.dicomweb.node import DicomWebNode
+from airflow_dicom.dicomweb.qido import qido_find
 from airflow_dicom.dimse.errors import InvalidRequestError
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.query import FindQuery, FindStats, find
@@ -76,7 +78,7 @@ class FindLanding:
 
 
 def find_and_land(
-    node: DicomNode,
+    node: DicomNode | DicomWebNode,
     query: FindQuery,
     output: Any,
     *,
@@ -88,7 +90,7 @@ def find_and_land(
 ) -> FindLanding:
     """Run ``query`` on ``node`` and land the complete result; nothing is written if the query fails.
 
-    :param node: the node to query.
+    :param node: the node to query: a DIMSE node (C-FIND) or a DICOMweb node (QIDO-RS, same rows).
     :param query: from :func:`airflow_dicom.dimse.query.build_query`.
     :param output: Parquet dataset path or CSV file path (local, URL, ``ObjectStoragePath``), or for
         ``sql`` a SQLAlchemy URL / Engine.
@@ -105,9 +107,14 @@ def find_and_land(
         raise InvalidRequestError("the sql format needs a table name (sql_table)")
     started = time.monotonic()
     stats = FindStats()
-    label = source_node or node.name or f"{node.called_ae_title}@{node.host}:{node.port}"
+    if isinstance(node, DicomWebNode):
+        label = source_node or node.name or node.url
+        finder: Any = qido_find
+    else:
+        label = source_node or node.name or f"{node.called_ae_title}@{node.host}:{node.port}"
+        finder = find
     builder = TableBuilder(query.columns, source_node=label, level=query.level, interval=query.date_range)
-    builder.extend(find(node, query, max_results_per_query=max_results_per_query, stats=stats))
+    builder.extend(finder(node, query, max_results_per_query=max_results_per_query, stats=stats))
     table = builder.table()
     interval = query.date_range
     landing = FindLanding(

@@ -11,6 +11,7 @@ from airflow.sdk import Asset, BaseHook, BaseOperator
 from airflow_dicom.dimse.errors import InvalidRequestError
 from airflow_dicom.dimse.query import DEFAULT_RETURN_KEYS, build_query
 from airflow_dicom.hooks.dicom import DicomHook
+from airflow_dicom.hooks.dicomweb import node_hook
 from airflow_dicom.landing.results import FORMATS
 
 
@@ -28,7 +29,8 @@ class DicomFindOperator(BaseOperator):
     split fails the task with the interval, the node and what to do. Nothing is written unless the whole
     result is complete.
 
-    :param dicom_conn_id: connection of type ``dicom`` (templated).
+    :param dicom_conn_id: connection of type ``dicom`` (C-FIND) or ``dicomweb`` (QIDO-RS, the same rows)
+        (templated).
     :param level: ``PATIENT``, ``STUDY`` (default), ``SERIES`` or ``IMAGE`` (templated).
     :param return_keys: DICOM keywords to return (templated); default: a level-specific set
         (:data:`~airflow_dicom.dimse.query.DEFAULT_RETURN_KEYS`). Unknown keywords fail the task before
@@ -174,8 +176,8 @@ class DicomFindOperator(BaseOperator):
         else:
             output = self.output_path
         overrides = {"calling_ae_title": self.calling_ae_title} if self.calling_ae_title else {}
-        hook = DicomHook(self.dicom_conn_id, **overrides)
-        self.log.info("C-FIND %s on %s", query.describe(), hook.node.describe())
+        hook = node_hook(self.dicom_conn_id, **overrides)  # dicom: C-FIND; dicomweb: QIDO-RS
+        self.log.info("find %s on %s", query.describe(), hook.node.describe())
         landing = hook.find_and_land(
             query,
             output,

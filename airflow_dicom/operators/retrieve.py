@@ -36,6 +36,7 @@ from airflow_dicom.dimse.retrieve import (
 from airflow_dicom.dimse.tls import embedded_receiver_tls
 from airflow_dicom.dimse.window import TimeWindow
 from airflow_dicom.hooks.dicom import DicomHook
+from airflow_dicom.hooks.dicomweb import DicomWebHook, retrieval_hook
 
 #: at most this many failed UIDs are spelled out in the task's failure message (all are in the report)
 MAX_LISTED_FAILURES = 50
@@ -410,6 +411,11 @@ class DicomGetOperator(_DicomRetrieveOperator):
     For PACS that will not register a move destination: the instances come back on our own association
     and are stored by the receiver's store core (validated names, atomic writes, arrival records).
 
+    With a ``dicomweb`` connection (or a ``dicom`` connection whose ``dicomweb_conn_id`` extra field links
+    the same PACS's DICOMweb service) the instances are retrieved over WADO-RS instead, streamed into the
+    same store core: the transport is chosen per node, WADO-RS before C-GET (C-MOVE is
+    :class:`DicomMoveOperator`'s), logged, and written in each report row's ``service``.
+
     Takes the parameters of :class:`DicomMoveOperator` except the destination ones, plus:
 
     :param data_dir: where instances are stored (required, templated).
@@ -424,8 +430,15 @@ class DicomGetOperator(_DicomRetrieveOperator):
             raise InvalidRequestError("DicomGetOperator needs data_dir: C-GET stores the instances itself")
         self.sop_classes = list(sop_classes) if sop_classes else None
 
+    def _hook(self) -> DicomHook | DicomWebHook:  # type: ignore[override]
+        """WADO-RS when the node offers it (a ``dicomweb`` connection, or a linked one), else C-GET."""
+        overrides = {"calling_ae_title": self.calling_ae_title} if self.calling_ae_title else {}
+        hook, self.service = retrieval_hook(self.dicom_conn_id, **overrides)
+        self.log.info("retrieval service: %s (preference WADO-RS > C-GET > C-MOVE)", self.service)
+        return hook
+
     def _destination_text(self, hook: DicomHook) -> str:
-        return f"{self.data_dir} (C-GET)"
+        return f"{self.data_dir} ({self.service})"
 
     def _retrieve(self, hook: DicomHook, items: list[RetrieveItem], **kwargs: Any) -> Any:
         return hook.get(

@@ -12,6 +12,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_dicom.dimse.send import SendReport, files_from_manifest, transcoding
 from airflow_dicom.hooks.dicom import DicomHook
+from airflow_dicom.hooks.dicomweb import node_hook
 
 
 class DicomStoreOperator(BaseOperator):
@@ -96,7 +97,7 @@ class DicomStoreOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         overrides = {"calling_ae_title": self.calling_ae_title} if self.calling_ae_title else {}
-        hook = DicomHook(self.dicom_conn_id, **overrides)
+        hook = node_hook(self.dicom_conn_id, **overrides)  # dicom: C-STORE; dicomweb: STOW-RS
         self.parallel = _check_parallel(self.parallel)
         paths = self._all_paths()
         if paths:
@@ -108,7 +109,7 @@ class DicomStoreOperator(BaseOperator):
             report = SendReport(node=hook.node)
         summary = report.summary()
         self.log.info(
-            "C-STORE to %s: %d files, %d sent, %d warning, %d failed, %d skipped (not DICOM), "
+            "send to %s: %d files, %d sent, %d warning, %d failed, %d skipped (not DICOM), "
             "%d retried, %d transcoded, %.1f MB in %.2f s",
             summary["node"],
             summary["files"],

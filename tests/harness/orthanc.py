@@ -8,6 +8,7 @@ destinations and read back what it holds; DICOM traffic goes to ``dicom_port``.
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import os
 import shutil
@@ -27,6 +28,9 @@ from .ports import free_port, wait_for_port
 __all__ = ["ORTHANC_BIN", "OrthancError", "OrthancServer", "orthanc_config", "stop_all"]
 
 ORTHANC_BIN = os.environ.get("ORTHANC_BIN", "/usr/sbin/Orthanc")
+DICOMWEB_PLUGIN = os.environ.get(
+    "ORTHANC_DICOMWEB_PLUGIN", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+)
 
 # Transfer syntaxes Orthanc's C-STORE SCP accepts (the "1.2.840.10008.1.*" wildcard covers every
 # DICOM-standard syntax, incl. RLE Lossless 1.2.840.10008.1.2.5 and deflated/JPEG families).
@@ -49,12 +53,14 @@ def orthanc_config(
     limit_find_results: int = 0,
     limit_find_instances: int = 0,
     default_encoding: str = "Utf8",
+    dicomweb: bool = False,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the Orthanc 1.10 configuration used by the harness (every key exists in 1.10.1).
 
     ``default_encoding`` is "Utf8" so that non-ASCII names survive C-FIND answers whatever the
-    query's SpecificCharacterSet; ``extra`` overrides or adds any key.
+    query's SpecificCharacterSet; ``dicomweb`` loads the DICOMweb plugin (Debian ``orthanc-dicomweb``)
+    at ``/dicom-web/``; ``extra`` overrides or adds any key.
     """
     config: dict[str, Any] = {
         "Name": f"harness-{aet}",
@@ -98,6 +104,9 @@ def orthanc_config(
         "SyncStorageArea": False,
         "OverwriteInstances": True,
     }
+    if dicomweb:
+        config["Plugins"] = [DICOMWEB_PLUGIN]
+        config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/", "StudiesMetadata": "Full"}
     if extra:
         config.update(extra)
     return config
@@ -123,6 +132,7 @@ class OrthancServer:
         limit_find_results: int = 0,
         limit_find_instances: int = 0,
         default_encoding: str = "Utf8",
+        dicomweb: bool = False,
         extra_config: Mapping[str, Any] | None = None,
         workdir: Path | None = None,
         startup_timeout: float = 30.0,
@@ -136,6 +146,7 @@ class OrthancServer:
             "limit_find_results": limit_find_results,
             "limit_find_instances": limit_find_instances,
             "default_encoding": default_encoding,
+            "dicomweb": dicomweb,
             "extra": dict(extra_config or {}),
         }
         self._own_workdir = workdir is None
@@ -291,6 +302,11 @@ class OrthancServer:
         return f"http://{self.host}:{self._http_port}"
 
     @property
+    def dicomweb_url(self) -> str:
+        """Base URL of the DICOMweb plugin (start with ``dicomweb=True``)."""
+        return f"{self.url}/dicom-web"
+
+    @property
     def workdir(self) -> Path:
         """The directory holding config, logs, storage and index."""
         if self._workdir is None:
@@ -323,6 +339,11 @@ class OrthancServer:
     ) -> bytes:
         """Send one HTTP request to the REST API and return the body; raise OrthancError on >= 400."""
         headers = {"Content-Type": content_type} if body is not None else {}
+        users = self._settings["extra"].get("RegisteredUsers") or {}
+        if users and self._settings["extra"].get("AuthenticationEnabled"):
+            user, password = next(iter(users.items()))
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
         try:
             with self._opener.open(req, timeout=timeout) as resp:

@@ -18,8 +18,12 @@ def test_status_descriptions_are_named() -> None:
 
 def test_provider_info_declares_the_dicom_connection() -> None:
     info = get_provider_info()
-    (conn,) = info["connection-types"]
+    conn, web = info["connection-types"]
     assert conn["connection-type"] == "dicom"
+    assert web["connection-type"] == "dicomweb"
+    assert web["hook-class-name"] == "airflow_dicom.hooks.dicomweb.DicomWebHook"
+    assert {"auth", "verify_tls", "ca_bundle", "qido_prefix", "max_results"} <= set(web["conn-fields"])
+    assert "password" not in web["ui-field-behaviour"]["hidden-fields"]  # the secret (password or token)
     assert conn["hook-class-name"] == "airflow_dicom.hooks.dicom.DicomHook"
     assert {"called_ae_title", "calling_ae_title", "acse_timeout", "dimse_timeout", "network_timeout"} <= set(
         conn["conn-fields"]

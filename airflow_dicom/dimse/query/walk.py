@@ -117,7 +117,7 @@ _LIMIT_ADVICE = (
 
 
 @dataclass
-class _Answer:
+class QueryAnswer:
     status: int
     rows: list[Dataset]
     truncated: bool
@@ -158,7 +158,7 @@ class FindSession:
             setattr(ds, keyword, value)
         return ds
 
-    def ask(self, level: str, keys: Mapping[str, str], where: str) -> _Answer:
+    def ask(self, level: str, keys: Mapping[str, str], where: str) -> QueryAnswer:
         """Send one C-FIND and collect every response; classify the final status."""
         model = self._model(level)
         uid = MODELS[model]
@@ -198,7 +198,7 @@ class FindSession:
             self.stats.truncated += 1
         note = " (truncated, splitting)" if truncated else ""
         log.info("C-FIND %s %s: %d matches%s", level, where, len(rows), note)
-        return _Answer(final, rows, truncated, reason)
+        return QueryAnswer(final, rows, truncated, reason)
 
     # -------------------------------------------------------------- the study walk
     def _study_keys(self) -> dict[str, str]:
@@ -403,15 +403,7 @@ def find(
     with open_association(node, contexts, purpose="C-FIND") as assoc:
         stats.associations += 1
         session = FindSession(node, assoc, query, max_results, stats)
-        seen: set[tuple[str, ...]] = set()
-        for row in _rows(session, query):
-            key = _row_key(query, row)
-            if key in seen:
-                continue
-            seen.add(key)
-            row.QueryRetrieveLevel = query.level
-            stats.results += 1
-            yield row
+        yield from walk_rows(session, query, stats)
     stats.seconds = time.monotonic() - started
     log.info(
         "C-FIND %s on %s: %d results, %d queries, %d splits, %.2f s",
@@ -422,6 +414,24 @@ def find(
         stats.splits,
         stats.seconds,
     )
+
+
+def walk_rows(session: FindSession, query: FindQuery, stats: FindStats) -> Iterator[Dataset]:
+    """Every row of ``query`` asked through ``session`` (any transport), each once.
+
+    :param session: a :class:`FindSession` (C-FIND) or a subclass sending its queries another way.
+    :param query: the query.
+    :param stats: counters to fill.
+    """
+    seen: set[tuple[str, ...]] = set()
+    for row in _rows(session, query):
+        key = _row_key(query, row)
+        if key in seen:
+            continue
+        seen.add(key)
+        row.QueryRetrieveLevel = query.level
+        stats.results += 1
+        yield row
 
 
 def _rows(session: FindSession, query: FindQuery) -> Iterator[Dataset]:
