@@ -1,0 +1,268 @@
+"""Pseudonymise files, directories or an arrival manifest into a new data directory.
+
+The output has the receiver's layouts and arrival records (so :class:`DicomArrivalSensor` works on it).
+Each file is read with pydicom (elements decoded only where the profile acts), rewritten in place in
+memory and written to a temporary file in the output directory, then renamed: a reader never sees a partial
+file, a failing instance leaves nothing behind, and nothing is written outside ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filewriter import dcmwrite
+
+from airflow_dicom.deid.audit import RunSummary, write_mapping
+from airflow_dicom.deid.keys import PseudonymKey
+from airflow_dicom.deid.options import ProfileOptions
+from airflow_dicom.deid.rewrite import InstanceMapping, RewriteError, pseudonymise
+from airflow_dicom.dimse.arrivals import ARRIVALS_DIR, ArrivalLog, ArrivalRecord, now
+from airflow_dicom.dimse.errors import MalformedDicomError
+from airflow_dicom.dimse.send.files import check_structure
+from airflow_dicom.dimse.storage_layout import Layout, relative_instance_path, resolve_inside
+
+log = logging.getLogger(__name__)
+
+#: SOP classes that usually carry burned-in text: the secondary capture family (PS3.4 B.5).
+BURNED_IN_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "1.2.840.10008.5.1.4.1.1.7.4",
+    }
+)
+
+
+class PseudonymisationError(ValueError):
+    """The run cannot start (inputs missing, output inside an input, ...)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one instance, in memory (no identifying value in ``reason``)."""
+
+    written: Path | None
+    reason: str | None = None
+
+
+def input_files(sources: Iterable[str | os.PathLike[str]]) -> Iterator[Path]:
+    """Every file of ``sources``: files as given, directories walked (hidden entries such as the arrival
+    records skipped), an arrival manifest (``*.json`` from :class:`DicomArrivalSensor`) by its files.
+
+    :param sources: files, directories, manifests.
+    :raises PseudonymisationError: a source does not exist.
+    """
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith(".") and not name.endswith(".tmp"):
+                        yield Path(root) / name
+        elif path.is_file() and path.suffix == ".json":
+            yield from manifest_files(json.loads(path.read_text("utf-8")))
+        elif path.is_file():
+            yield path
+        else:
+            raise PseudonymisationError(
+                f"input {path} does not exist: give DICOM files, directories or a manifest"
+            )
+
+
+def manifest_files(manifest: dict) -> Iterator[Path]:
+    """The files of an arrival manifest (``{"studies": {uid: {"files": [...]}}}``).
+
+    :param manifest: the manifest (as the sensor returns it).
+    :raises PseudonymisationError: not a manifest.
+    """
+    studies = manifest.get("studies") if isinstance(manifest, dict) else None
+    if not isinstance(studies, dict):
+        raise PseudonymisationError("not an arrival manifest: expected {'studies': {uid: {'files': [...]}}}")
+    for entry in studies.values():
+        for name in entry.get("files", ()):
+            yield Path(name)
+
+
+def _check_complete(data: bytes, ds: Dataset) -> None:
+    """Raise :class:`MalformedDicomError` when the data set after the file meta is truncated."""
+    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
+        raise MalformedDicomError("no DICM preamble and file meta group length")
+    offset = 144 + int.from_bytes(data[140:144], "little")
+    check_structure(memoryview(data)[offset:], str(ds.file_meta.TransferSyntaxUID))
+
+
+class Pseudonymiser:
+    """Pseudonymise instances into ``out_dir``.
+
+    :param key: the key.
+    :param out_dir: the output data directory (created).
+    :param options: profile options.
+    :param layout: ``patient``, ``study`` or ``flat``.
+    :param mapping: where to write the Parquet mapping (None: no mapping).
+    :param calling_ae: recorded as the sender in the arrival records.
+    """
+
+    def __init__(
+        self,
+        key: PseudonymKey,
+        out_dir: str | os.PathLike[str],
+        options: ProfileOptions | None = None,
+        layout: str | Layout = Layout.STUDY,
+        mapping: str | os.PathLike[str] | None = None,
+        calling_ae: str = "PSEUDONYMISE",
+    ) -> None:
+        self.key = key
+        self.options = options or ProfileOptions()
+        self.out_dir = Path(out_dir)
+        self.layout = Layout.parse(layout)
+        self.mapping = mapping
+        self.calling_ae = calling_ae
+        self.summary = RunSummary(key_id=key.fingerprint, options=self.options)
+        self.rows: list[InstanceMapping] = []
+        self._arrivals: ArrivalLog | None = None
+
+    def held_reason(self, ds) -> str | None:  # noqa: ANN001 - a pydicom Dataset
+        """Why ``ds`` is held back (burned-in text), or None.
+
+        :param ds: the data set (before rewriting).
+        """
+        if self.options.include_burned_in:
+            return None
+        if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+            return "burned-in annotation"
+        if str(ds.get("SOPClassUID", "")) in BURNED_IN_CLASSES:
+            return "secondary capture (may carry burned-in text)"
+        return None
+
+    def rewrite_bytes(self, data: bytes, name: str = "instance") -> tuple[bytes | None, str | None]:
+        """Pseudonymise one encoded instance (preamble + file meta + data set) in memory.
+
+        :param data: the file's bytes.
+        :param name: how errors name it (never an identifying value).
+        :returns: (new bytes, None), or (None, why it is held back).
+        :raises RewriteError: not DICOM, or the profile cannot be applied.
+        """
+        try:
+            ds = dcmread(BytesIO(data), force=False)
+            _check_complete(data, ds)
+            if "SOPInstanceUID" not in ds or "StudyInstanceUID" not in ds:
+                raise RewriteError(f"{name}: no SOPInstanceUID/StudyInstanceUID, not a composite instance")
+        except (
+            InvalidDicomError,
+            MalformedDicomError,
+            EOFError,
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+        ) as exc:
+            if isinstance(exc, RewriteError):
+                raise
+            raise RewriteError(f"{name}: not readable DICOM ({type(exc).__name__}: {exc})") from exc
+        reason = self.held_reason(ds)
+        if reason:
+            return None, reason
+        self.rows.append(pseudonymise(ds, self.key, self.options))
+        out = BytesIO()
+        try:
+            dcmwrite(out, ds, enforce_file_format=True)
+        except (ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise RewriteError(f"{name}: cannot write the pseudonymised instance ({exc})") from exc
+        return out.getvalue(), None
+
+    def process_file(self, path: Path) -> Outcome:
+        """Pseudonymise one file into the output directory.
+
+        :param path: the input file.
+        """
+        self.summary.processed += 1
+        try:
+            data, reason = self.rewrite_bytes(path.read_bytes(), name=str(path))
+        except (RewriteError, OSError) as exc:
+            self.summary.failed.append(str(exc))
+            return Outcome(None, str(exc))
+        if data is None:
+            self.summary.hold(reason or "held back")
+            return Outcome(None, reason)
+        row = self.rows[-1]
+        written = self._store(data, row)
+        self.summary.written += 1
+        self.summary.studies.add(row.pseudo_study_uid)
+        return Outcome(written)
+
+    def _store(self, data: bytes, row: InstanceMapping) -> Path:
+        relative = relative_instance_path(
+            self.layout,
+            sop_uid=row.pseudo_sop_uid,
+            study_uid=row.pseudo_study_uid,
+            series_uid=row.pseudo_series_uid,
+            patient_id=row.pseudo_patient_id,
+        )
+        target = resolve_inside(self.out_dir, relative)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+        if self._arrivals is None:
+            self._arrivals = ArrivalLog(self.out_dir)
+        self._arrivals.append(
+            ArrivalRecord(
+                study_uid=row.pseudo_study_uid,
+                series_uid=row.pseudo_series_uid,
+                sop_uid=row.pseudo_sop_uid,
+                sop_class_uid=row.sop_class_uid,
+                path=relative,
+                bytes=len(data),
+                calling_ae=self.calling_ae,
+                time=now(),
+            )
+        )
+        return target
+
+    def run(self, sources: Iterable[str | os.PathLike[str]]) -> RunSummary:
+        """Pseudonymise every instance of ``sources``; write the mapping if configured.
+
+        :param sources: files, directories, arrival manifests (``.json``).
+        :returns: the run summary (failed and held-back instances counted, not raised).
+        :raises PseudonymisationError: an input is missing, or the output is inside an input directory.
+        """
+        out = self.out_dir.resolve()
+        sources = list(sources)
+        for source in sources:
+            src = Path(source).resolve()
+            if src.is_dir() and (out == src or src in out.parents):
+                raise PseudonymisationError(
+                    f"output {self.out_dir} is inside the input {source}: "
+                    "choose an output directory elsewhere"
+                )
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for path in input_files(sources):
+            if ARRIVALS_DIR in path.parts:
+                continue
+            self.process_file(path)
+        if self.mapping is not None and self.rows:
+            self.summary.mapping_path = str(write_mapping(self.mapping, self.rows, self.summary))
+        log.info(
+            "pseudonymised %d of %d instances (held back %s, failed %d) with key %s",
+            self.summary.written,
+            self.summary.processed,
+            self.summary.held_back or "none",
+            len(self.summary.failed),
+            self.key.fingerprint,
+        )
+        return self.summary
