@@ -19,13 +19,19 @@ def get_provider_info() -> dict[str, Any]:
         "a storescp receiver and a deferrable arrival sensor.",
         "versions": [__version__],
         "integrations": [{"integration-name": integration, "tags": ["protocol"]}],
-        "hooks": [{"integration-name": integration, "python-modules": ["airflow_dicom.hooks.dicom"]}],
+        "hooks": [
+            {
+                "integration-name": integration,
+                "python-modules": ["airflow_dicom.hooks.dicom", "airflow_dicom.hooks.pseudonym"],
+            }
+        ],
         "operators": [
             {
                 "integration-name": integration,
                 "python-modules": [
                     "airflow_dicom.operators.echo",
                     "airflow_dicom.operators.find",
+                    "airflow_dicom.operators.pseudonymize",
                     "airflow_dicom.operators.retrieve",
                     "airflow_dicom.operators.store",
                 ],

@@ -44,6 +44,16 @@ def setup(parser: argparse.ArgumentParser) -> Command:
         "--grace", type=float, default=60, help="seconds in-flight associations get to finish on SIGTERM"
     )
 
+    parser.add_argument(
+        "--pseudonymize-key-file",
+        metavar="KEY",
+        help="store only pseudonymised instances (PS3.15 E.1-1, keyed with this key file); nothing in clear "
+        "reaches the disk, refused instances are not quarantined",
+    )
+    parser.add_argument(
+        "--profile-option", action="append", default=[], metavar="OPTION", help="see `pseudonymize --help`"
+    )
+
     def run(args: argparse.Namespace) -> int:
         # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.dimse.receiver import Receiver
@@ -58,6 +68,18 @@ def setup(parser: argparse.ArgumentParser) -> Command:
         logging.getLogger("airflow_dicom.dimse.receiver").setLevel(logging.INFO)
         if not logging.getLogger().handlers:
             logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        transform = None
+        if args.pseudonymize_key_file:
+            from airflow_dicom.deid.instance import InstanceRewriter
+            from airflow_dicom.deid.keys import PseudonymKey
+            from airflow_dicom.deid.options import ProfileOptions
+
+            try:
+                options = ProfileOptions.from_names(args.profile_option)
+            except ValueError as exc:
+                raise CliError(str(exc)) from exc
+            key = PseudonymKey.from_file(args.pseudonymize_key_file)
+            transform = InstanceRewriter(key, options, keep_rows=False).rewrite_dataset
         try:
             receiver = Receiver(
                 args.data_dir,
@@ -70,6 +92,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
                 fsync=args.fsync,
                 dimse_timeout=args.timeout,
                 network_timeout=args.timeout,
+                transform=transform,
             )
             receiver.start()
         except OSError as exc:

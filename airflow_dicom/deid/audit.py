@@ -36,7 +36,7 @@ class RunSummary:
     written: int = 0
     held_back: dict[str, int] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
-    studies: set[str] = field(default_factory=set)
+    studies: dict[str, int] = field(default_factory=dict)
     mapping_path: str | None = None
 
     def hold(self, reason: str) -> None:
@@ -47,7 +47,7 @@ class RunSummary:
         self.held_back[reason] = self.held_back.get(reason, 0) + 1
 
     def as_dict(self) -> dict:
-        """The summary as JSON-serialisable data (pseudonymous study UIDs only)."""
+        """The summary as JSON data (``studies``: pseudonymous study UID -> instances written)."""
         return {
             "profile": PROFILE,
             "options": self.options.names(),
@@ -58,7 +58,7 @@ class RunSummary:
             "written": self.written,
             "held_back": dict(self.held_back),
             "failed": list(self.failed),
-            "studies": sorted(self.studies),
+            "studies": dict(sorted(self.studies.items())),
             "mapping": self.mapping_path,
         }
 

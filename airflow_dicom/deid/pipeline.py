@@ -13,35 +13,17 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.filewriter import dcmwrite
-
 from airflow_dicom.deid.audit import RunSummary, write_mapping
+from airflow_dicom.deid.instance import InstanceRewriter
 from airflow_dicom.deid.keys import PseudonymKey
 from airflow_dicom.deid.options import ProfileOptions
-from airflow_dicom.deid.rewrite import InstanceMapping, RewriteError, pseudonymise
+from airflow_dicom.deid.rewrite import InstanceMapping, RewriteError
 from airflow_dicom.dimse.arrivals import ARRIVALS_DIR, ArrivalLog, ArrivalRecord, now
-from airflow_dicom.dimse.errors import MalformedDicomError
-from airflow_dicom.dimse.send.files import check_structure
 from airflow_dicom.dimse.storage_layout import Layout, relative_instance_path, resolve_inside
 
 log = logging.getLogger(__name__)
-
-#: SOP classes that usually carry burned-in text: the secondary capture family (PS3.4 B.5).
-BURNED_IN_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.7",
-        "1.2.840.10008.5.1.4.1.1.7.1",
-        "1.2.840.10008.5.1.4.1.1.7.2",
-        "1.2.840.10008.5.1.4.1.1.7.3",
-        "1.2.840.10008.5.1.4.1.1.7.4",
-    }
-)
 
 
 class PseudonymisationError(ValueError):
@@ -95,14 +77,6 @@ def manifest_files(manifest: dict) -> Iterator[Path]:
             yield Path(name)
 
 
-def _check_complete(data: bytes, ds: Dataset) -> None:
-    """Raise :class:`MalformedDicomError` when the data set after the file meta is truncated."""
-    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
-        raise MalformedDicomError("no DICM preamble and file meta group length")
-    offset = 144 + int.from_bytes(data[140:144], "little")
-    check_structure(memoryview(data)[offset:], str(ds.file_meta.TransferSyntaxUID))
-
-
 class Pseudonymiser:
     """Pseudonymise instances into ``out_dir``.
 
@@ -112,6 +86,7 @@ class Pseudonymiser:
     :param layout: ``patient``, ``study`` or ``flat``.
     :param mapping: where to write the Parquet mapping (None: no mapping).
     :param calling_ae: recorded as the sender in the arrival records.
+    :param record_arrivals: write arrival records (``.arrivals``) for the sensor.
     """
 
     def __init__(
@@ -122,6 +97,7 @@ class Pseudonymiser:
         layout: str | Layout = Layout.STUDY,
         mapping: str | os.PathLike[str] | None = None,
         calling_ae: str = "PSEUDONYMISE",
+        record_arrivals: bool = True,
     ) -> None:
         self.key = key
         self.options = options or ProfileOptions()
@@ -130,59 +106,10 @@ class Pseudonymiser:
         self.mapping = mapping
         self.calling_ae = calling_ae
         self.summary = RunSummary(key_id=key.fingerprint, options=self.options)
-        self.rows: list[InstanceMapping] = []
+        self.rewriter = InstanceRewriter(key, self.options)
+        self.rows = self.rewriter.rows
+        self.record_arrivals = record_arrivals
         self._arrivals: ArrivalLog | None = None
-
-    def held_reason(self, ds) -> str | None:  # noqa: ANN001 - a pydicom Dataset
-        """Why ``ds`` is held back (burned-in text), or None.
-
-        :param ds: the data set (before rewriting).
-        """
-        if self.options.include_burned_in:
-            return None
-        if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
-            return "burned-in annotation"
-        if str(ds.get("SOPClassUID", "")) in BURNED_IN_CLASSES:
-            return "secondary capture (may carry burned-in text)"
-        return None
-
-    def rewrite_bytes(self, data: bytes, name: str = "instance") -> tuple[bytes | None, str | None]:
-        """Pseudonymise one encoded instance (preamble + file meta + data set) in memory.
-
-        :param data: the file's bytes.
-        :param name: how errors name it (never an identifying value).
-        :returns: (new bytes, None), or (None, why it is held back).
-        :raises RewriteError: not DICOM, or the profile cannot be applied.
-        """
-        try:
-            ds = dcmread(BytesIO(data), force=False)
-            _check_complete(data, ds)
-            if "SOPInstanceUID" not in ds or "StudyInstanceUID" not in ds:
-                raise RewriteError(f"{name}: no SOPInstanceUID/StudyInstanceUID, not a composite instance")
-        except (
-            InvalidDicomError,
-            MalformedDicomError,
-            EOFError,
-            OSError,
-            ValueError,
-            TypeError,
-            KeyError,
-            IndexError,
-            AttributeError,
-        ) as exc:
-            if isinstance(exc, RewriteError):
-                raise
-            raise RewriteError(f"{name}: not readable DICOM ({type(exc).__name__}: {exc})") from exc
-        reason = self.held_reason(ds)
-        if reason:
-            return None, reason
-        self.rows.append(pseudonymise(ds, self.key, self.options))
-        out = BytesIO()
-        try:
-            dcmwrite(out, ds, enforce_file_format=True)
-        except (ValueError, TypeError, KeyError, OverflowError) as exc:
-            raise RewriteError(f"{name}: cannot write the pseudonymised instance ({exc})") from exc
-        return out.getvalue(), None
 
     def process_file(self, path: Path) -> Outcome:
         """Pseudonymise one file into the output directory.
@@ -191,7 +118,7 @@ class Pseudonymiser:
         """
         self.summary.processed += 1
         try:
-            data, reason = self.rewrite_bytes(path.read_bytes(), name=str(path))
+            data, reason = self.rewriter.rewrite_bytes(path.read_bytes(), name=str(path))
         except (RewriteError, OSError) as exc:
             self.summary.failed.append(str(exc))
             return Outcome(None, str(exc))
@@ -201,7 +128,7 @@ class Pseudonymiser:
         row = self.rows[-1]
         written = self._store(data, row)
         self.summary.written += 1
-        self.summary.studies.add(row.pseudo_study_uid)
+        self.summary.studies[row.pseudo_study_uid] = self.summary.studies.get(row.pseudo_study_uid, 0) + 1
         return Outcome(written)
 
     def _store(self, data: bytes, row: InstanceMapping) -> Path:
@@ -218,6 +145,8 @@ class Pseudonymiser:
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
+        if not self.record_arrivals:
+            return target
         if self._arrivals is None:
             self._arrivals = ArrivalLog(self.out_dir)
         self._arrivals.append(

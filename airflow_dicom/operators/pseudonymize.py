@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 import json
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -39,7 +41,8 @@ class DicomPseudonymizeOperator(BaseOperator):
         None: no mapping is written).
     :param max_failed: unreadable instances tolerated before the task fails.
     :return: the run summary (no identifying value): counts, held back and why, key id, options,
-        pseudonymous study UIDs, ``out_dir``.
+        ``studies`` (pseudonymous study UID -> instances written, also pushed as XCom ``studies`` for
+        ``DicomArrivalSensor(studies_from_task=..., studies_xcom_key="studies")``), ``out_dir``.
     """
 
     template_fields: Sequence[str] = (
@@ -115,9 +118,72 @@ class DicomPseudonymizeOperator(BaseOperator):
             ",".join(summary["options"]) or "none",
             summary["held_back"] or "none",
         )
+        # for DicomArrivalSensor(studies_from_task=..., studies_xcom_key="studies"): {uid: instances}
+        context["ti"].xcom_push(key="studies", value=summary["studies"])
         if len(summary["failed"]) > self.max_failed:
             raise ValueError(
                 f"{len(summary['failed'])} instances could not be pseudonymised (nothing written for them): "
                 + "; ".join(summary["failed"][:10])
             )
         return summary
+
+
+#: keys of ``DicomStoreOperator(pseudonymize={...})``
+SEND_OPTION_KEYS = frozenset(
+    {
+        "key_conn_id",
+        "key_file",
+        "profile_options",
+        "keep_private",
+        "include_burned_in",
+        "mapping_path",
+        "work_dir",
+    }
+)
+
+
+def check_send_option(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``DicomStoreOperator(pseudonymize=...)``.
+
+    :param spec: ``{"key_conn_id": ...}`` or ``{"key_file": ...}``, optionally ``profile_options``,
+        ``keep_private``, ``include_burned_in``, ``mapping_path``, ``work_dir`` (where the pseudonymised
+        copies are made; default the system's temporary directory).
+    :raises ValueError: unknown keys, no key or two keys, unknown options.
+    """
+    unknown = set(spec) - SEND_OPTION_KEYS
+    if unknown:
+        raise ValueError(f"pseudonymize: unknown keys {sorted(unknown)}; known: {sorted(SEND_OPTION_KEYS)}")
+    if bool(spec.get("key_conn_id")) == bool(spec.get("key_file")):
+        raise ValueError("pseudonymize: give exactly one of key_conn_id or key_file")
+    ProfileOptions.from_names(
+        list(spec.get("profile_options", ())),
+        list(spec.get("keep_private", ())),
+        bool(spec.get("include_burned_in")),
+    )
+    return dict(spec)
+
+
+@contextmanager
+def pseudonymised_copies(
+    spec: Mapping[str, Any], sources: Sequence[str]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Pseudonymise ``sources`` into a private temporary directory, removed on exit.
+
+    Only pseudonymised bytes are written (each instance is rewritten in memory first).
+
+    :param spec: as checked by :func:`check_send_option`.
+    :param sources: files and directories.
+    :returns: (the directory, the run summary).
+    """
+    options = ProfileOptions.from_names(
+        list(spec.get("profile_options", ())),
+        list(spec.get("keep_private", ())),
+        bool(spec.get("include_burned_in")),
+    )
+    key = load_key(spec.get("key_conn_id"), spec.get("key_file"))
+    with tempfile.TemporaryDirectory(prefix="airflow-dicom-pseudo-", dir=spec.get("work_dir")) as tmp:
+        runner = Pseudonymiser(
+            key, tmp, options, layout="flat", mapping=spec.get("mapping_path"), record_arrivals=False
+        )
+        summary = runner.run(sources).as_dict()
+        yield tmp, summary

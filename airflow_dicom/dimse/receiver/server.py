@@ -21,7 +21,7 @@ from pynetdicom.sop_class import Verification
 
 from airflow_dicom.dimse.arrivals import StudyArrivals
 from airflow_dicom.dimse.pynetdicom_ext import make_acceptor_ae
-from airflow_dicom.dimse.receiver.store import StoredCallback, StoreWriter
+from airflow_dicom.dimse.receiver.store import DatasetTransform, StoredCallback, StoreWriter
 from airflow_dicom.dimse.storage_layout import Layout
 from airflow_dicom.dimse.units import size_text
 
@@ -53,6 +53,8 @@ class Receiver:
     :param dimse_timeout: seconds to wait for a DIMSE message.
     :param network_timeout: seconds of silence before an association is aborted.
     :param max_pdu: largest PDU we accept (0 = unlimited).
+    :param transform: rewrites each data set before it is stored (pseudonymising receiver), see
+        :class:`StoreWriter`.
     """
 
     def __init__(
@@ -71,10 +73,11 @@ class Receiver:
         dimse_timeout: float = 60,
         network_timeout: float = 60,
         max_pdu: int = 262144,
+        transform: DatasetTransform | None = None,
     ) -> None:
         if max_associations < 1:
             raise ValueError("max_associations must be at least 1")
-        self.writer = StoreWriter(data_dir, layout, on_stored=on_stored, fsync=fsync)
+        self.writer = StoreWriter(data_dir, layout, on_stored=on_stored, fsync=fsync, transform=transform)
         self.ae_title = ae_title
         self.host = host
         self._requested_port = port
