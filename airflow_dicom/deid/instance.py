@@ -1,24 +1,30 @@
-"""One instance in memory: read, check, hold back or pseudonymise, encode (no file system, no network).
+"""One instance in memory: read the file meta, hold back or pseudonymise, encode (no file system, no network).
 
 :class:`InstanceRewriter` serves the directory pipeline, the receiver's pseudonymising option (data sets as
-received, see :meth:`InstanceRewriter.rewrite_dataset`) and the send option.
+received, :meth:`InstanceRewriter.rewrite_dataset`) and the send option.
 """
 
 from __future__ import annotations
 
-from io import BytesIO
+import zlib
 
-from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.filewriter import dcmwrite
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from airflow_dicom.deid.keys import PseudonymKey
 from airflow_dicom.deid.options import ProfileOptions
-from airflow_dicom.deid.rewrite import InstanceMapping, RewriteError, pseudonymise
-from airflow_dicom.dimse.codec import encode_file_meta
+from airflow_dicom.deid.rewrite import (
+    BURNED_IN,
+    SOP_CLASS,
+    SOP_UID,
+    STUDY_UID,
+    InstanceMapping,
+    RewriteError,
+    prescan,
+    pseudonymise,
+    text,
+)
+from airflow_dicom.dimse.codec import ElementWalker, encode_file_meta
 from airflow_dicom.dimse.errors import MalformedDicomError
-from airflow_dicom.dimse.send.files import check_structure
 
 #: SOP classes that usually carry burned-in text: the secondary capture family (PS3.4 B.5).
 BURNED_IN_CLASSES = frozenset(
@@ -38,12 +44,26 @@ class HeldBackError(ValueError):
     held_back = True
 
 
-def _check_complete(data: bytes, ds: Dataset) -> None:
-    """Raise :class:`MalformedDicomError` when the data set after the file meta is truncated."""
-    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
-        raise MalformedDicomError("no DICM preamble and file meta group length")
+def split_file(data: bytes) -> tuple[str, str, memoryview]:
+    """(transfer syntax, media storage SOP class, data set) of a Part 10 file.
+
+    :param data: the file's bytes.
+    :raises RewriteError: no preamble/``DICM``, file meta truncated or incomplete.
+    """
+    if len(data) < 144 or data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
+        raise RewriteError("not a DICOM Part 10 file (no preamble, DICM and file meta group length)")
     offset = 144 + int.from_bytes(data[140:144], "little")
-    check_structure(memoryview(data)[offset:], str(ds.file_meta.TransferSyntaxUID))
+    if offset > len(data):
+        raise RewriteError("file meta information is truncated")
+    view = memoryview(data)
+    try:
+        meta = ElementWalker(view[132:offset], implicit=False).values({0x00020002, 0x00020010})
+    except MalformedDicomError as exc:
+        raise RewriteError(f"file meta information is malformed: {exc}") from exc
+    ts = text(bytes(meta.get(0x00020010, b"")))
+    if not ts:
+        raise RewriteError("file meta information has no TransferSyntaxUID")
+    return ts, text(bytes(meta.get(0x00020002, b""))), view[offset:]
 
 
 class InstanceRewriter:
@@ -62,58 +82,73 @@ class InstanceRewriter:
         self.rows: list[InstanceMapping] = []
         self.last: InstanceMapping | None = None
 
-    def held_reason(self, ds) -> str | None:  # noqa: ANN001 - a pydicom Dataset
-        """Why ``ds`` is held back (burned-in text), or None.
+    def held_reason(self, found: dict[int, bytes]) -> str | None:
+        """Why an instance is held back (burned-in text), or None.
 
-        :param ds: the data set (before rewriting).
+        :param found: its prescanned top-level values.
         """
         if self.options.include_burned_in:
             return None
-        if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+        if text(found.get(BURNED_IN)).upper() == "YES":
             return "burned-in annotation"
-        if str(ds.get("SOPClassUID", "")) in BURNED_IN_CLASSES:
+        if text(found.get(SOP_CLASS)) in BURNED_IN_CLASSES:
             return "secondary capture (may carry burned-in text)"
         return None
 
+    def _dataset(
+        self, data: bytes | memoryview, transfer_syntax: str, name: str
+    ) -> tuple[bytes | None, str | None]:
+        deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
+        if transfer_syntax == ExplicitVRBigEndian:
+            raise RewriteError(f"{name}: explicit VR big endian (retired) is not supported; convert it first")
+        try:
+            if deflated:
+                inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                data = inflater.decompress(bytes(data)) + inflater.flush()
+                if not inflater.eof:
+                    raise MalformedDicomError("deflated data set is truncated")
+            if len(data) == 0:
+                raise MalformedDicomError("no data set")
+            implicit = transfer_syntax == ImplicitVRLittleEndian
+            found = prescan(data, implicit)
+            if SOP_UID not in found or STUDY_UID not in found:
+                raise RewriteError(f"{name}: no SOPInstanceUID/StudyInstanceUID, not a composite instance")
+            reason = self.held_reason(found)
+            if reason:
+                return None, reason
+            new, mapping = pseudonymise(self.key, self.options, data, implicit, found)
+        except (MalformedDicomError, zlib.error, ValueError, UnicodeError) as exc:
+            if isinstance(exc, RewriteError):
+                raise
+            raise RewriteError(f"{name}: not readable DICOM ({exc})") from exc
+        self.last = mapping
+        if self.keep_rows:
+            self.rows.append(mapping)
+        if deflated:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+            new = compressor.compress(new) + compressor.flush()
+        return new, None
+
     def rewrite_bytes(self, data: bytes, name: str = "instance") -> tuple[bytes | None, str | None]:
-        """Pseudonymise one encoded instance (preamble + file meta + data set) in memory.
+        """Pseudonymise one Part 10 file in memory.
 
         :param data: the file's bytes.
         :param name: how errors name it (never an identifying value).
         :returns: (new bytes, None), or (None, why it is held back).
-        :raises RewriteError: not DICOM, or the profile cannot be applied.
+        :raises RewriteError: not DICOM, truncated, or the profile cannot be applied.
         """
         try:
-            ds = dcmread(BytesIO(data), force=False)
-            _check_complete(data, ds)
-            if "SOPInstanceUID" not in ds or "StudyInstanceUID" not in ds:
-                raise RewriteError(f"{name}: no SOPInstanceUID/StudyInstanceUID, not a composite instance")
-        except (
-            InvalidDicomError,
-            MalformedDicomError,
-            EOFError,
-            OSError,
-            ValueError,
-            TypeError,
-            KeyError,
-            IndexError,
-            AttributeError,
-        ) as exc:
-            if isinstance(exc, RewriteError):
-                raise
-            raise RewriteError(f"{name}: not readable DICOM ({type(exc).__name__}: {exc})") from exc
-        reason = self.held_reason(ds)
-        if reason:
+            transfer_syntax, sop_class, dataset = split_file(data)
+        except RewriteError as exc:
+            raise RewriteError(f"{name}: {exc}") from exc
+        new, reason = self._dataset(dataset, transfer_syntax, name)
+        if new is None:
             return None, reason
-        self.last = pseudonymise(ds, self.key, self.options)
-        if self.keep_rows:
-            self.rows.append(self.last)
-        out = BytesIO()
-        try:
-            dcmwrite(out, ds, enforce_file_format=True)
-        except (ValueError, TypeError, KeyError, OverflowError) as exc:
-            raise RewriteError(f"{name}: cannot write the pseudonymised instance ({exc})") from exc
-        return out.getvalue(), None
+        assert self.last is not None
+        meta = encode_file_meta(
+            self.last.sop_class_uid or sop_class, self.last.pseudo_sop_uid, transfer_syntax
+        )
+        return meta + new, None
 
     def rewrite_dataset(
         self, data: bytes, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str
@@ -128,9 +163,7 @@ class InstanceRewriter:
         :raises HeldBackError: the instance may carry burned-in text.
         :raises RewriteError: not a data set the profile can be applied to.
         """
-        meta = encode_file_meta(sop_class_uid, sop_instance_uid, transfer_syntax, "")
-        out, reason = self.rewrite_bytes(meta + bytes(data), name="received instance")
-        if out is None:
+        new, reason = self._dataset(data, transfer_syntax, "received instance")
+        if new is None:
             raise HeldBackError(f"held back: {reason}")
-        offset = 144 + int.from_bytes(out[140:144], "little")
-        return out[offset:], self.key.uid(sop_instance_uid)
+        return new, self.key.uid(sop_instance_uid)
