@@ -49,7 +49,8 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
-    tags=["dicom", "research", "pseudonymisation"],
+    tags=["dicom", "example", "research", "pseudonymisation"],
+    doc_md=__doc__,
     params={
         "date_from": Param(None, type=["null", "string"], format="date"),
         "date_to": Param(None, type=["null", "string"], format="date"),

@@ -97,7 +97,7 @@ class InstanceRewriter:
 
     def _dataset(
         self, data: bytes | memoryview, transfer_syntax: str, name: str
-    ) -> tuple[bytes | None, str | None]:
+    ) -> tuple[list[bytes | memoryview] | None, str | None]:
         deflated = transfer_syntax == DeflatedExplicitVRLittleEndian
         if transfer_syntax == ExplicitVRBigEndian:
             raise RewriteError(f"{name}: explicit VR big endian (retired) is not supported; convert it first")
@@ -126,15 +126,17 @@ class InstanceRewriter:
             self.rows.append(mapping)
         if deflated:
             compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
-            new = compressor.compress(new) + compressor.flush()
+            new = [compressor.compress(b"".join(new)) + compressor.flush()]
         return new, None
 
-    def rewrite_bytes(self, data: bytes, name: str = "instance") -> tuple[bytes | None, str | None]:
+    def rewrite_bytes(
+        self, data: bytes, name: str = "instance"
+    ) -> tuple[list[bytes | memoryview] | None, str | None]:
         """Pseudonymise one Part 10 file in memory.
 
         :param data: the file's bytes.
         :param name: how errors name it (never an identifying value).
-        :returns: (new bytes, None), or (None, why it is held back).
+        :returns: (the new file as chunks to write in order, None), or (None, why it is held back).
         :raises RewriteError: not DICOM, truncated, or the profile cannot be applied.
         """
         try:
@@ -148,7 +150,7 @@ class InstanceRewriter:
         meta = encode_file_meta(
             self.last.sop_class_uid or sop_class, self.last.pseudo_sop_uid, transfer_syntax
         )
-        return meta + new, None
+        return [meta, *new], None
 
     def rewrite_dataset(
         self, data: bytes, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str
@@ -166,4 +168,4 @@ class InstanceRewriter:
         new, reason = self._dataset(data, transfer_syntax, "received instance")
         if new is None:
             raise HeldBackError(f"held back: {reason}")
-        return new, self.key.uid(sop_instance_uid)
+        return b"".join(new), self.key.uid(sop_instance_uid)

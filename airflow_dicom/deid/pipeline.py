@@ -110,6 +110,7 @@ class Pseudonymiser:
         self.rows = self.rewriter.rows
         self.record_arrivals = record_arrivals
         self._arrivals: ArrivalLog | None = None
+        self._made_dirs: set[Path] = set()
 
     def process_file(self, path: Path) -> Outcome:
         """Pseudonymise one file into the output directory.
@@ -131,7 +132,7 @@ class Pseudonymiser:
         self.summary.studies[row.pseudo_study_uid] = self.summary.studies.get(row.pseudo_study_uid, 0) + 1
         return Outcome(written)
 
-    def _store(self, data: bytes, row: InstanceMapping) -> Path:
+    def _store(self, chunks: list[bytes | memoryview], row: InstanceMapping) -> Path:
         relative = relative_instance_path(
             self.layout,
             sop_uid=row.pseudo_sop_uid,
@@ -140,10 +141,12 @@ class Pseudonymiser:
             patient_id=row.pseudo_patient_id,
         )
         target = resolve_inside(self.out_dir, relative)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self._made_dirs:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(target.parent)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            fh.writelines(chunks)
         os.replace(tmp, target)
         if not self.record_arrivals:
             return target
@@ -156,7 +159,7 @@ class Pseudonymiser:
                 sop_uid=row.pseudo_sop_uid,
                 sop_class_uid=row.sop_class_uid,
                 path=relative,
-                bytes=len(data),
+                bytes=sum(len(c) for c in chunks),
                 calling_ae=self.calling_ae,
                 time=now(),
             )

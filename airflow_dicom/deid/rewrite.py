@@ -50,6 +50,8 @@ _BINARY_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "
 _EXPLICIT_SHORT = struct.Struct("<HH2sH")
 _EXPLICIT_LONG = struct.Struct("<HH2s2xI")
 _IMPLICIT = struct.Struct("<HHI")
+#: top-level values at least this long are passed through as views of the input
+LARGE = 64 * 1024
 
 
 class RewriteError(ValueError):
@@ -123,6 +125,7 @@ class DatasetRewriter:
         self.data = data
         self.implicit = implicit
         self.walker = ElementWalker(data, implicit=implicit)
+        self.chunks: list[bytes | memoryview] = []
         self.safe_private = options.private_safe_list()
         self.safe_creators = {c for c, _ in self.safe_private}
         self.patient_id = text(found.get(PATIENT_ID))
@@ -170,14 +173,17 @@ class DatasetRewriter:
         )
 
     # -- the walk
-    def rewrite(self) -> bytes:
-        """The rewritten data set.
+    def rewrite(self) -> list[bytes | memoryview]:
+        """The rewritten data set as chunks to write in order (large unchanged values are views of the
+        input, not copies).
 
         :raises MalformedDicomError: truncated or malformed.
         """
         out = bytearray()
+        self.chunks = []
         self._dataset(0, len(self.data), 0, out)
-        return bytes(out)
+        self.chunks.append(bytes(out))
+        return self.chunks
 
     def _dataset(self, pos: int, end: int | None, depth: int, out: bytearray) -> int:
         """Rewrite elements from ``pos`` to ``end`` (or an item delimiter when None) into ``out``."""
@@ -216,7 +222,11 @@ class DatasetRewriter:
             if vr == "SQ":
                 self._sequence(tag, value, length, nxt, depth, out)
             elif tag == PIXEL_DATA or length == 0xFFFFFFFF:
-                out += data[pos:nxt]
+                if top and nxt - pos >= LARGE:  # no copy: a view of the input between two chunks
+                    self.chunks += (bytes(out), memoryview(data)[pos:nxt])
+                    out.clear()
+                else:
+                    out += data[pos:nxt]
             else:
                 self._value(tag, vr, bytes(data[value:nxt]), pos, nxt, out)
             pos = nxt
@@ -351,7 +361,7 @@ def pseudonymise(
     data: bytes | memoryview,
     implicit: bool,
     found: dict[int, bytes],
-) -> tuple[bytes, InstanceMapping]:
+) -> tuple[list[bytes | memoryview], InstanceMapping]:
     """Pseudonymise an encoded data set.
 
     :param key: the key.
@@ -359,7 +369,7 @@ def pseudonymise(
     :param data: the encoded data set (little endian).
     :param implicit: implicit VR.
     :param found: :func:`prescan` of ``data``.
-    :returns: the new data set and the identifiers before and after.
+    :returns: the new data set (chunks, see :meth:`DatasetRewriter.rewrite`) and the identifiers.
     :raises MalformedDicomError: truncated or malformed.
     """
     rewriter = DatasetRewriter(key, options, data, implicit, found)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from airflow_dicom.testing.instance import make_instance, write_dataset
 
@@ -100,6 +100,7 @@ def write_study(
     pixel_bytes: int = 8 * 1024,
     burned_in: int = 0,
     seed: int = 0,
+    transfer_syntax: str = ExplicitVRLittleEndian,
 ) -> IdentifiedStudy:
     """Write one identified study (``series`` x ``instances`` CT instances) under ``directory``.
 
@@ -111,6 +112,7 @@ def write_study(
     :param pixel_bytes: pixel data size per instance.
     :param burned_in: how many instances of the last series are flagged ``BurnedInAnnotation=YES``.
     :param seed: pixel seed.
+    :param transfer_syntax: the files' transfer syntax.
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -161,6 +163,7 @@ def write_study(
                 series_number=s + 1,
                 instance_number=i + 1,
                 pixel_bytes=pixel_bytes,
+                transfer_syntax=transfer_syntax,
                 seed=seed + s * 100 + i,
                 extra=extra,
             )

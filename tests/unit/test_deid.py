@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import UID_dictionary
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+    UID_dictionary,
+)
 
 from airflow_dicom.deid.keys import InvalidKeyError, PseudonymKey
 from airflow_dicom.deid.options import ProfileOptions
@@ -112,6 +118,35 @@ def test_dates_shift_per_patient_and_options(tmp_path: Path, study) -> None:
     dates = {pid: next(iter(d)) for pid, d in by_patient.items() if len(d) == 1}
     assert len(dates) == 2 and "20240315" not in dates.values()
     assert len(set(dates.values())) == 2
+
+
+@pytest.mark.parametrize(
+    "transfer_syntax",
+    [ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, RLELossless, ExplicitVRLittleEndian],
+)
+def test_transfer_syntaxes_and_large_pixel_data(tmp_path: Path, transfer_syntax: str) -> None:
+    study = write_study(
+        tmp_path / "in",
+        patient(9),
+        series=1,
+        instances=2,
+        pixel_bytes=200 * 1024,
+        transfer_syntax=transfer_syntax,
+    )
+    summary = Pseudonymiser(KEY, tmp_path / "out").run([tmp_path / "in"])
+    assert summary.written == 2 and not summary.failed
+    blob = _all_bytes(tmp_path / "out")
+    for secret in study.secrets():
+        assert secret.encode() not in blob, secret
+    for path in study.files:
+        original = pydicom.dcmread(path)
+        out = pydicom.dcmread(next((tmp_path / "out").rglob(KEY.uid(str(original.SOPInstanceUID)) + ".dcm")))
+        assert out.file_meta.TransferSyntaxUID == transfer_syntax
+        assert out.PixelData == original.PixelData
+        if "ReferencedImageSequence" in original:
+            ref = original.ReferencedImageSequence[0].ReferencedSOPInstanceUID
+            assert out.ReferencedImageSequence[0].ReferencedSOPInstanceUID == KEY.uid(ref)
+        assert out.PatientID == KEY.pseudonym("patient", study.patient.patient_id)
 
 
 def test_keys(tmp_path: Path) -> None:
