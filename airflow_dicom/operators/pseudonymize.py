@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,9 +11,10 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from airflow_dicom.deid.options import ProfileOptions
-from airflow_dicom.deid.pipeline import Pseudonymiser, manifest_files
+from airflow_dicom.deid.pipeline import Pseudonymiser
 from airflow_dicom.dimse.storage_layout import Layout
 from airflow_dicom.hooks.pseudonym import load_key
+from airflow_dicom.operators.inputs import collect_paths
 
 
 class DicomPseudonymizeOperator(BaseOperator):
@@ -89,25 +88,10 @@ class DicomPseudonymizeOperator(BaseOperator):
         self.mapping_path = mapping_path
         self.max_failed = max_failed
 
-    def _sources(self) -> list[str]:
-        sources: list[str] = []
-        if self.paths:
-            items = [self.paths] if isinstance(self.paths, (str, os.PathLike)) else list(self.paths)
-            sources.extend(os.fspath(p) for p in items)
-        if self.manifest is not None:
-            manifest = self.manifest
-            if isinstance(manifest, str):
-                try:
-                    manifest = json.loads(manifest)
-                except ValueError:
-                    manifest = ast.literal_eval(manifest)
-            sources.extend(str(p) for p in manifest_files(manifest))
-        return sources
-
     def execute(self, context: Any) -> dict[str, Any]:
         key = load_key(self.key_conn_id, self.key_file)
         runner = Pseudonymiser(key, self.out_dir, self.options, layout=self.layout, mapping=self.mapping_path)
-        summary = runner.run(self._sources()).as_dict()
+        summary = runner.run(collect_paths(self.paths, self.manifest)).as_dict()
         summary["out_dir"] = os.fspath(self.out_dir)
         self.log.info(
             "pseudonymised %d of %d instances into %s (key id %s, options %s); held back: %s",

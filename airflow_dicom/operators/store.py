@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_dicom.dimse.send import SendReport, files_from_manifest, transcoding
+from airflow_dicom.dimse.send import SendReport, transcoding
 from airflow_dicom.hooks.dicom import DicomHook
+from airflow_dicom.operators.inputs import collect_paths
 from airflow_dicom.operators.pseudonymize import check_send_option, pseudonymised_copies
 
 
@@ -94,19 +93,7 @@ class DicomStoreOperator(BaseOperator):
         self.pseudonymize = check_send_option(pseudonymize) if pseudonymize else None
 
     def _all_paths(self) -> list[str]:
-        paths: list[str] = []
-        if self.paths:
-            items = [self.paths] if isinstance(self.paths, (str, os.PathLike)) else list(self.paths)
-            paths.extend(os.fspath(p) for p in items)
-        if self.manifest is not None:
-            manifest = self.manifest
-            if isinstance(manifest, str):  # rendered as text: the JSON (or Python repr) of the dict
-                try:
-                    manifest = json.loads(manifest)
-                except ValueError:
-                    manifest = ast.literal_eval(manifest)
-            paths.extend(files_from_manifest(manifest))
-        return paths
+        return collect_paths(self.paths, self.manifest)
 
     def execute(self, context: Any) -> dict[str, Any]:
         overrides = {"calling_ae_title": self.calling_ae_title} if self.calling_ae_title else {}
