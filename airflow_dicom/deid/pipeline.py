@@ -20,10 +20,14 @@ from airflow_dicom.deid.instance import InstanceRewriter
 from airflow_dicom.deid.keys import PseudonymKey
 from airflow_dicom.deid.options import ProfileOptions
 from airflow_dicom.deid.rewrite import InstanceMapping, RewriteError
-from airflow_dicom.dimse.arrivals import ARRIVALS_DIR, ArrivalLog, ArrivalRecord, now
+from airflow_dicom.dimse.arrivals import ARRIVALS_DIR, ArrivalRecord, now, writer_name
 from airflow_dicom.dimse.storage_layout import Layout, relative_instance_path, resolve_inside
 
 log = logging.getLogger(__name__)
+
+
+#: arrival records are appended after this many files (and at the end of the run)
+FLUSH_EVERY = 200
 
 
 class PseudonymisationError(ValueError):
@@ -109,7 +113,9 @@ class Pseudonymiser:
         self.rewriter = InstanceRewriter(key, self.options)
         self.rows = self.rewriter.rows
         self.record_arrivals = record_arrivals
-        self._arrivals: ArrivalLog | None = None
+        #: arrival records of the files written so far, appended in one write per study (see _flush)
+        self._pending: list[ArrivalRecord] = []
+        self._writer = writer_name()
         self._made_dirs: set[Path] = set()
 
     def process_file(self, path: Path) -> Outcome:
@@ -150,9 +156,7 @@ class Pseudonymiser:
         os.replace(tmp, target)
         if not self.record_arrivals:
             return target
-        if self._arrivals is None:
-            self._arrivals = ArrivalLog(self.out_dir)
-        self._arrivals.append(
+        self._pending.append(
             ArrivalRecord(
                 study_uid=row.pseudo_study_uid,
                 series_uid=row.pseudo_series_uid,
@@ -165,6 +169,20 @@ class Pseudonymiser:
             )
         )
         return target
+
+    def _flush(self) -> None:
+        """Append the pending arrival records: one file per study and writer (as ``ArrivalLog`` names them),
+        one write each, after the files are in place."""
+        by_study: dict[str, list[bytes]] = {}
+        for record in self._pending:
+            by_study.setdefault(record.study_uid, []).append(record.to_line())
+        self._pending.clear()
+        writer = self._writer
+        for study_uid, lines in by_study.items():
+            study_dir = self.out_dir / ARRIVALS_DIR / study_uid
+            study_dir.mkdir(parents=True, exist_ok=True)
+            with open(study_dir / f"{writer}.jsonl", "ab") as fh:
+                fh.write(b"".join(lines))
 
     def run(self, sources: Iterable[str | os.PathLike[str]]) -> RunSummary:
         """Pseudonymise every instance of ``sources``; write the mapping if configured.
@@ -183,10 +201,15 @@ class Pseudonymiser:
                     "choose an output directory elsewhere"
                 )
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for path in input_files(sources):
-            if ARRIVALS_DIR in path.parts:
-                continue
-            self.process_file(path)
+        try:
+            for path in input_files(sources):
+                if ARRIVALS_DIR in path.parts:
+                    continue
+                self.process_file(path)
+                if len(self._pending) >= FLUSH_EVERY:
+                    self._flush()
+        finally:  # files written before an error are recorded too
+            self._flush()
         if self.mapping is not None and self.rows:
             self.summary.mapping_path = str(write_mapping(self.mapping, self.rows, self.summary))
         log.info(
