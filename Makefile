@@ -19,12 +19,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
-## Orthanc and dcmtk are the real peers of the integration tests and benchmarks.
+## Orthanc and dcmtk are the real peers of the integration tests and benchmarks; dicom3tools' dciodvfy
+## checks that pseudonymised output adds no IOD errors.
 sysdeps:
 	@missing=""; \
 	command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
 	[ -x /usr/bin/storescp ] || missing="$$missing dcmtk"; \
 	[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
+	[ -x /usr/bin/dciodvfy ] || missing="$$missing dicom3tools"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \

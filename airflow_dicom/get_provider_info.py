@@ -23,7 +23,11 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [
             {
                 "integration-name": integration,
-                "python-modules": ["airflow_dicom.hooks.dicom", "airflow_dicom.hooks.dicomweb"],
+                "python-modules": [
+                    "airflow_dicom.hooks.dicom",
+                    "airflow_dicom.hooks.dicomweb",
+                    "airflow_dicom.hooks.pseudonym",
+                ],
             }
         ],
         "operators": [
@@ -32,6 +36,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_dicom.operators.echo",
                     "airflow_dicom.operators.find",
+                    "airflow_dicom.operators.pseudonymize",
                     "airflow_dicom.operators.retrieve",
                     "airflow_dicom.operators.store",
                 ],

@@ -72,6 +72,16 @@ def setup(parser: argparse.ArgumentParser) -> Command:
     )
     tls.add_argument("--tls-min-version", choices=["1.2", "1.3"], help="minimum TLS version (default 1.2)")
 
+    parser.add_argument(
+        "--pseudonymize-key-file",
+        metavar="KEY",
+        help="store only pseudonymised instances (PS3.15 E.1-1, keyed with this key file); nothing in clear "
+        "reaches the disk, refused instances are not quarantined",
+    )
+    parser.add_argument(
+        "--profile-option", action="append", default=[], metavar="OPTION", help="see `pseudonymize --help`"
+    )
+
     def run(args: argparse.Namespace) -> int:
         # imported when the command runs (see airflow_dicom.commands)
         from airflow_dicom.dimse.receiver import Receiver
@@ -98,6 +108,18 @@ def setup(parser: argparse.ArgumentParser) -> Command:
         logging.getLogger("airflow_dicom.dimse.receiver").setLevel(logging.INFO)
         if not logging.getLogger().handlers:
             logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        transform = None
+        if args.pseudonymize_key_file:
+            from airflow_dicom.deid.instance import InstanceRewriter
+            from airflow_dicom.deid.keys import PseudonymKey
+            from airflow_dicom.deid.options import ProfileOptions
+
+            try:
+                options = ProfileOptions.from_names(args.profile_option)
+            except ValueError as exc:
+                raise CliError(str(exc)) from exc
+            key = PseudonymKey.from_file(args.pseudonymize_key_file)
+            transform = InstanceRewriter(key, options, keep_rows=False).rewrite_dataset
         try:
             receiver = Receiver(
                 args.data_dir,
@@ -115,6 +137,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
                 max_per_peer=args.max_per_peer,
                 max_pending=args.max_pending,
                 allowed_networks=args.allow_network,
+                transform=transform,
             )
             receiver.start()
         except (TlsConfigError, ValueError) as exc:

@@ -31,6 +31,8 @@ class Status(IntEnum):
     UNSAFE_IDENTIFIERS = 0xC210
     #: used by our receiver when the bytes are not a readable dataset (kept in quarantine)
     UNREADABLE_DATASET = 0xC211
+    #: used by our pseudonymising receiver when an instance may carry burned-in text (not stored)
+    HELD_BACK = 0xC212
 
 
 _SERVICE_TABLES: dict[str, dict[int, tuple[str, str]]] = {
@@ -44,6 +46,7 @@ _SERVICE_TABLES: dict[str, dict[int, tuple[str, str]]] = {
 _OURS = {
     Status.UNSAFE_IDENTIFIERS: ("Failure", "identifiers are not safe to use as file names"),
     Status.UNREADABLE_DATASET: ("Failure", "dataset could not be read; raw bytes kept in quarantine"),
+    Status.HELD_BACK: ("Failure", "held back by the pseudonymising receiver: may carry burned-in text"),
 }
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import ast
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_dicom.dimse.send import SendReport, files_from_manifest, transcoding
+from airflow_dicom.dimse.send import SendReport, transcoding
 from airflow_dicom.hooks.dicom import DicomHook
 from airflow_dicom.hooks.dicomweb import node_hook
+from airflow_dicom.operators.inputs import collect_paths
+from airflow_dicom.operators.pseudonymize import check_send_option, pseudonymised_copies
 
 
 class DicomStoreOperator(BaseOperator):
@@ -42,12 +42,23 @@ class DicomStoreOperator(BaseOperator):
         their transfer syntax but accepts an uncompressed one.
     :param max_failed: failed files tolerated before the task fails (default 0: any failure fails it).
     :param retries_per_file: re-sends of a file whose C-STORE response was lost.
+    :param pseudonymize: pseudonymise on the way out (PS3.15 E.1-1, keyed; see
+        :class:`~airflow_dicom.operators.pseudonymize.DicomPseudonymizeOperator`): ``{"key_conn_id": ...}``
+        or ``{"key_file": ...}``, optionally ``profile_options``, ``keep_private``, ``include_burned_in``,
+        ``mapping_path``, ``work_dir``. Nothing is written in clear; the summary gets ``pseudonymized``.
     :return: the summary pushed to XCom: ``files``, ``bytes``, ``sent``, ``warning``, ``failed``,
         ``skipped``, ``retried``, ``associations``, ``seconds`` and lists ``failures``,
         ``skipped_files``, ``warnings`` (``path``, ``sop_instance_uid``, ``status``, ``reason``).
     """
 
-    template_fields: Sequence[str] = ("paths", "manifest", "dicom_conn_id", "calling_ae_title", "parallel")
+    template_fields: Sequence[str] = (
+        "paths",
+        "manifest",
+        "dicom_conn_id",
+        "calling_ae_title",
+        "parallel",
+        "pseudonymize",
+    )
     template_fields_renderers = {"manifest": "json"}
     ui_color = "#ffe7c2"
 
@@ -62,6 +73,7 @@ class DicomStoreOperator(BaseOperator):
         transcode: bool = False,
         max_failed: int = 0,
         retries_per_file: int = 1,
+        pseudonymize: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -79,27 +91,32 @@ class DicomStoreOperator(BaseOperator):
         self.transcode = transcode
         self.max_failed = max_failed
         self.retries_per_file = retries_per_file
+        self.pseudonymize = check_send_option(pseudonymize) if pseudonymize else None
 
     def _all_paths(self) -> list[str]:
-        paths: list[str] = []
-        if self.paths:
-            items = [self.paths] if isinstance(self.paths, (str, os.PathLike)) else list(self.paths)
-            paths.extend(os.fspath(p) for p in items)
-        if self.manifest is not None:
-            manifest = self.manifest
-            if isinstance(manifest, str):  # rendered as text: the JSON (or Python repr) of the dict
-                try:
-                    manifest = json.loads(manifest)
-                except ValueError:
-                    manifest = ast.literal_eval(manifest)
-            paths.extend(files_from_manifest(manifest))
-        return paths
+        return collect_paths(self.paths, self.manifest)
 
     def execute(self, context: Any) -> dict[str, Any]:
         overrides = {"calling_ae_title": self.calling_ae_title} if self.calling_ae_title else {}
         hook = node_hook(self.dicom_conn_id, **overrides)  # dicom: C-STORE; dicomweb: STOW-RS
         self.parallel = _check_parallel(self.parallel)
         paths = self._all_paths()
+        if paths and self.pseudonymize:
+            with pseudonymised_copies(self.pseudonymize, paths) as (copies, pseudonymized):
+                self.log.info(
+                    "pseudonymised %d of %d instances for sending (key id %s); held back: %s; failed: %d",
+                    pseudonymized["written"],
+                    pseudonymized["processed"],
+                    pseudonymized["key_id"],
+                    pseudonymized["held_back"] or "none",
+                    len(pseudonymized["failed"]),
+                )
+                return self._send(hook, [copies], context, pseudonymized)
+        return self._send(hook, paths, context, None)
+
+    def _send(
+        self, hook: DicomHook, paths: list[str], context: Any, pseudonymized: dict[str, Any] | None
+    ) -> dict[str, Any]:
         if paths:
             report = hook.send(
                 paths, parallel=self.parallel, transcode=self.transcode, retries=self.retries_per_file
@@ -108,6 +125,8 @@ class DicomStoreOperator(BaseOperator):
             self.log.info("the manifest lists no files: nothing to send")
             report = SendReport(node=hook.node)
         summary = report.summary()
+        if pseudonymized is not None:
+            summary["pseudonymized"] = pseudonymized
         self.log.info(
             "send to %s: %d files, %d sent, %d warning, %d failed, %d skipped (not DICOM), "
             "%d retried, %d transcoded, %.1f MB in %.2f s",
@@ -136,6 +155,11 @@ class DicomStoreOperator(BaseOperator):
             self.log.error("not stored %s (%s): %s", failed.path, failed.sop_instance_uid, failed.reason)
         context["ti"].xcom_push(key="return_value", value=summary)
         report.raise_for_failures(self.max_failed)
+        if pseudonymized is not None and len(pseudonymized["failed"]) > self.max_failed:
+            raise ValueError(
+                f"{len(pseudonymized['failed'])} files could not be pseudonymised (not sent): "
+                + "; ".join(pseudonymized["failed"][:10])
+            )
         return summary
 
 

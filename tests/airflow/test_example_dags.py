@@ -24,7 +24,14 @@ from harness.ports import free_port
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
 
 EXAMPLE_FILES = sorted(EXAMPLE_DAGS_FOLDER.glob("*.py"))
-EXPECTED_DAGS = {"dicom_echo", "dicom_find_daily", "dicom_retrieve", "dicom_send", "dicom_on_arrival"}
+EXPECTED_DAGS = {
+    "dicom_echo",
+    "dicom_find_daily",
+    "dicom_retrieve",
+    "dicom_send",
+    "dicom_on_arrival",
+    "dicom_research_export",
+}
 
 #: parses one DAG file with a DagBag (as the DAG processor does) after Airflow itself is imported; reports
 #: the seconds, the DAGs, import errors, and any socket use (connect/getaddrinfo refuse and record)

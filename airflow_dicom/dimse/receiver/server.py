@@ -21,7 +21,7 @@ from pynetdicom.sop_class import Verification
 
 from airflow_dicom.dimse.arrivals import StudyArrivals
 from airflow_dicom.dimse.pynetdicom_ext import AdmissionLimits, make_acceptor_ae
-from airflow_dicom.dimse.receiver.store import StoredCallback, StoreWriter
+from airflow_dicom.dimse.receiver.store import DatasetTransform, StoredCallback, StoreWriter
 from airflow_dicom.dimse.storage_layout import Layout
 from airflow_dicom.dimse.tls import ServerTls
 from airflow_dicom.dimse.units import size_text
@@ -60,6 +60,8 @@ class Receiver:
     :param max_per_peer: connections at most from one peer address (None: no limit).
     :param max_pending: connections at most that are open but have not yet asked to associate.
     :param allowed_networks: if given, only peers in these networks (CIDR strings) may connect.
+    :param transform: rewrites each data set before it is stored (pseudonymising receiver), see
+        :class:`StoreWriter`.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Receiver:
         max_per_peer: int | None = None,
         max_pending: int = 64,
         allowed_networks: Iterable[str] = (),
+        transform: DatasetTransform | None = None,
     ) -> None:
         if max_associations < 1:
             raise ValueError("max_associations must be at least 1")
@@ -94,7 +97,7 @@ class Receiver:
             max_per_peer=max_per_peer,
             allowed_networks=tuple(allowed_networks or ()),
         )
-        self.writer = StoreWriter(data_dir, layout, on_stored=on_stored, fsync=fsync)
+        self.writer = StoreWriter(data_dir, layout, on_stored=on_stored, fsync=fsync, transform=transform)
         self.ae_title = ae_title
         self.host = host
         self._requested_port = port

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from airflow_dicom.dimse.arrivals import ArrivalLog, ArrivalRecord, StudyArrivals, now, study_arrivals
 from airflow_dicom.dimse.codec import encode_file_meta
@@ -134,6 +134,14 @@ class _CallbackRunner:
         thread.join(timeout)
 
 
+class DatasetTransform(Protocol):
+    """Rewrites a received data set before it is stored (see :class:`StoreWriter`)."""
+
+    def __call__(
+        self, data: bytes, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str
+    ) -> tuple[bytes, str]: ...
+
+
 class StoreWriter:
     """Stores received C-STORE datasets under a data directory (the receiver's core).
 
@@ -145,6 +153,12 @@ class StoreWriter:
         background thread; an exception in a callback is logged and never affects the receiver.
     :param fsync: ``fsync`` each file before renaming it into place (survives power loss; slower).
     :param record_arrivals: append arrival records under ``<data_dir>/.arrivals``.
+    :param transform: rewrites each data set before anything is written (the pseudonymising receiver:
+        ``airflow_dicom.deid.instance.InstanceRewriter.rewrite_dataset``); called with the data set and
+        the keywords ``sop_class_uid``, ``sop_instance_uid``, ``transfer_syntax``, returns the new data set
+        and its SOP Instance UID, raises ``ValueError`` (reason without identifying values) to refuse it.
+        With a transform, refused instances are **not** quarantined: nothing received in clear reaches
+        the disk.
     """
 
     def __init__(
@@ -155,8 +169,10 @@ class StoreWriter:
         on_stored: Iterable[StoredCallback] = (),
         fsync: bool = False,
         record_arrivals: bool = True,
+        transform: DatasetTransform | None = None,
     ) -> None:
         self.layout = Layout.parse(layout)
+        self.transform = transform
         root = Path(data_dir)
         root.mkdir(parents=True, exist_ok=True)
         self.data_dir = Path(os.path.realpath(root))
@@ -229,6 +245,18 @@ class StoreWriter:
         :param transfer_syntax: the presentation context's transfer syntax.
         :param calling_ae: the sender's AE title (logged and recorded).
         """
+        if self.transform is not None:
+            try:
+                data, sop_instance_uid = self.transform(
+                    data,
+                    sop_class_uid=sop_class_uid,
+                    sop_instance_uid=sop_instance_uid,
+                    transfer_syntax=transfer_syntax,
+                )
+            except ValueError as exc:
+                held = getattr(exc, "held_back", False)  # deid's HeldBackError (burned-in text)
+                status = Status.HELD_BACK if held else Status.UNREADABLE_DATASET
+                return self._refuse(status, str(exc), data, sop_class_uid, "", transfer_syntax, calling_ae)
         try:
             ids = read_identifiers(data, transfer_syntax)
             if ids.sop_uid is None:
@@ -348,7 +376,15 @@ class StoreWriter:
         transfer_syntax: str,
         calling_ae: str,
     ) -> StoreOutcome:
-        """Keep the raw bytes in quarantine and answer ``status`` (0xA700 if even that fails)."""
+        """Keep the raw bytes in quarantine and answer ``status`` (0xA700 if even that fails).
+
+        With a transform (pseudonymising receiver) nothing is kept: the bytes may identify the patient.
+        """
+        if self.transform is not None:
+            log.warning(
+                "refused an instance from %s with status 0x%04X: %s", calling_ae or "?", status, reason
+            )
+            return StoreOutcome(status, reason=reason)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         name = f"{stamp}-{secrets.token_hex(6)}"
         target = self.data_dir / QUARANTINE_DIR / f"{name}.dcm"
