@@ -253,7 +253,11 @@ class FindSession:
                 where,
                 "/".join(self.query.modalities),
             )
-        answer = self.ask("SERIES", {"StudyInstanceUID": uid, "SeriesInstanceUID": "", "Modality": ""}, uid)
+        answer = self.ask(
+            "SERIES",
+            {"StudyInstanceUID": uid, "SeriesInstanceUID": "", "Modality": ""},
+            f"modalities of study {uid}",
+        )
         if answer.truncated:
             raise FindTruncatedError(self.node, "SERIES", f"study {uid}", answer.reason, _LIMIT_ADVICE)
         found = {str(r.get("Modality", "") or "").strip().upper() for r in answer.rows}
