@@ -19,11 +19,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
-## Orthanc and dcmtk are the real peers of the integration tests and benchmarks.
+## Orthanc and dcmtk are the real peers of the integration tests and benchmarks; chromium and its driver run
+## the browser tests against airflow standalone.
 sysdeps:
 	@missing=""; \
 	command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
 	[ -x /usr/bin/storescp ] || missing="$$missing dcmtk"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
