@@ -391,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("mode", nargs="?", choices=("run", "ui"), default="run")
     args = parser.parse_args(argv)
+    # SIGTERM (e.g. `kill` of make) stops everything as Ctrl-C does: standalone runs in its own session
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with ExitStack() as stack:
         env = start_everything(stack, ui=args.mode == "ui")
         if args.mode == "ui":
