@@ -20,13 +20,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 venv: $(VENV)/.installed
 
 ## Orthanc and dcmtk are the real peers of the integration tests and benchmarks; dicom3tools' dciodvfy
-## checks that pseudonymised output adds no IOD errors.
+## checks that pseudonymised output adds no IOD errors; chromium and its driver run the browser tests.
 sysdeps:
 	@missing=""; \
 	command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
 	[ -x /usr/bin/storescp ] || missing="$$missing dcmtk"; \
 	[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
 	[ -x /usr/bin/dciodvfy ] || missing="$$missing dicom3tools"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \

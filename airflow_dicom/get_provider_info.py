@@ -52,13 +52,15 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "called_ae_title": {
                         "label": "Called AE title",
-                        "schema": {"type": ["string", "null"], "maxLength": 16},
-                        "description": "The node's AE title (1-16 characters); always sent.",
+                        # required: a type without "null" is what Airflow's form marks with "*" and insists on
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 16},
+                        "description": "Required. The node's AE title (1-16 characters, as configured on the "
+                        "PACS); always sent.",
                     },
                     "calling_ae_title": {
                         "label": "Calling AE title",
                         "schema": {"type": ["string", "null"], "maxLength": 16, "default": "AIRFLOW"},
-                        "description": "Our AE title, as registered on the node.",
+                        "description": "Our AE title, as registered on the node (default AIRFLOW).",
                     },
                     "acse_timeout": {
                         "label": "ACSE timeout (s)",
@@ -78,16 +80,18 @@ def get_provider_info() -> dict[str, Any]:
                     "max_pdu": {
                         "label": "Maximum PDU size (bytes)",
                         "schema": {"type": ["integer", "null"], "default": 262144},
-                        "description": "Largest PDU we accept; 0 means unlimited.",
+                        "description": "Largest PDU we accept; 0 means unlimited (default 262144).",
                     },
                     "tls": {
                         "label": "Use TLS",
                         "schema": {"type": ["boolean", "null"], "default": False},
+                        "description": "Open the association over TLS (DICOM TLS, often port 2762).",
                     },
                     "tls_ca_file": {
                         "label": "TLS CA bundle path",
                         "schema": {"type": ["string", "null"]},
-                        "description": "PEM file of the CA(s) that signed the node's certificate.",
+                        "description": "PEM file of the CA(s) that signed the node's certificate, on the "
+                        "workers; empty: the system's trusted CAs.",
                     },
                     "tls_cert_file": {
                         "label": "TLS client certificate path",
@@ -120,6 +124,7 @@ def get_provider_info() -> dict[str, Any]:
                         "port": "104 or 11112",
                         "called_ae_title": "PACS",
                         "calling_ae_title": "AIRFLOW",
+                        "tls_ca_file": "/etc/ssl/certs/pacs-ca.pem",
                     },
                 },
             },

@@ -6,8 +6,9 @@ Trigger it from the UI ("Trigger DAG" shows a form) or the REST API with a conf 
 
 Tasks:
 
-1. ``find``: C-FIND (STUDY level, connection ``dicom_default``) of ``date_from``..``date_to`` (and
-   ``modality``) into ``<data>/retrieve/<run id>`` (Parquet). Skipped when ``study_uids`` are given.
+1. ``find``: C-FIND (STUDY level, connection ``dicom_conn_id``, default ``dicom_default``) of
+   ``date_from``..``date_to`` (and ``modality``) into ``<data>/retrieve/<run id>`` (Parquet).
+   Skipped when ``study_uids`` are given.
 2. ``make_batches``: the studies to retrieve (from the find results, keeping only ``patient_ids`` when
    given; or the given ``study_uids``) cut into batches of ``batch_size``. XComs: ``return_value`` (the
    list of UID lists) and ``studies`` (``{StudyInstanceUID: NumberOfStudyRelatedInstances or None}``).
@@ -26,6 +27,13 @@ Tasks:
    reason, instances and bytes; fails the run when any study is incomplete. XCom: ``{"run_id",
    "service", "requested", "complete", "failed", "failed_studies": {uid: reason}, "instances", "bytes",
    "data_dir", "report_path"}``.
+6. ``run_failed`` (``trigger_rule="one_failed"``): skipped when every task did its job; otherwise it fails
+   and names the failed task(s), so the DAG run ends failed (red) even though the report, which runs
+   whatever happened, succeeded (e.g. when ``find`` failed there is nothing to report, but the run failed).
+
+Every param but the dates may be left empty in the trigger form: all modalities, no window, the embedded
+receiver. The modality filter works on every node: when a node returns no ``ModalitiesInStudy`` (e.g.
+pynetdicom's qrscp), each study's modalities are learnt with a SERIES-level query (logged once).
 
 Destinations (C-MOVE): with ``destination_aet`` empty the retrieval task starts our receiver itself
 (AE ``AIRFLOW_DICOM_RECEIVER_AET`` on port ``AIRFLOW_DICOM_RECEIVER_PORT``; the PACS must know that AE at
@@ -48,7 +56,7 @@ Configuration (environment, read when the DAG file is parsed):
   from a worker slot every few seconds instead, for deployments without a triggerer (and for
   ``dag.test()``, which runs tasks one after the other: a deferred sensor would wait there before the
   retrieval could run).
-* connection ``dicom_default``: the PACS.
+* connection ``dicom_default``: the PACS (another one can be chosen in the form: ``dicom_conn_id``).
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ from airflow.sdk import DAG, Param, task
 
 from airflow_dicom.operators.find import DicomFindOperator
 from airflow_dicom.operators.retrieve import DicomGetOperator, DicomMoveOperator
+from airflow_dicom.operators.watcher import fail_run_on_failure
 from airflow_dicom.sensors.arrival import DicomArrivalSensor
 
 DATA_DIR = os.environ.get("AIRFLOW_DICOM_DATA_DIR", "/tmp/airflow-dicom").rstrip("/")
@@ -86,10 +95,14 @@ def _find_needed(context: Any) -> None:
     from airflow_dicom.dimse.errors import InvalidRequestError
 
     params = context["params"]
+    if bool(params.get("window_start")) != bool(params.get("window_end")):
+        raise InvalidRequestError("give both window_start and window_end (HH:MM, UTC), or neither")
     if params.get("study_uids"):
         raise AirflowSkipException("study_uids given: nothing to find")
     if not params.get("date_from") or not params.get("date_to"):
-        raise InvalidRequestError("give date_from and date_to (YYYY-MM-DD), or study_uids")
+        raise InvalidRequestError(
+            "give the first and the last study date (date_from and date_to, YYYY-MM-DD), or study_uids"
+        )
 
 
 def _studies_to_wait_for(context: Any) -> None:
@@ -121,55 +134,81 @@ with DAG(
             section="Studies",
         ),
         "modality": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Modality",
             description="Only studies with this modality (ModalitiesInStudy), e.g. CT. Empty: all.",
             section="Studies",
         ),
+        "modality_match": Param(
+            "local",
+            type="string",
+            enum=["local", "node"],
+            title="Who matches the modality",
+            description="local (default, works on every PACS): we read ModalitiesInStudy, or ask each "
+            "study's series when the PACS does not return it. node: the PACS matches it (fewer answers; "
+            "only for a PACS that matches ModalitiesInStudy before its result limit).",
+            section="Studies",
+        ),
         "study_uids": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],
             items={"type": "string"},
             title="Study Instance UIDs",
-            description="Retrieve exactly these studies (no search by date; modality is ignored).",
+            description="Retrieve exactly these studies (no search by date; modality is ignored). Empty: "
+            "search by date.",
             section="Studies",
         ),
         "patient_ids": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],
             items={"type": "string"},
             title="Patient IDs",
-            description="Keep only the studies of these patients (applies to the date search).",
+            description="Keep only the studies of these patients (applies to the date search). Empty: all.",
             section="Studies",
         ),
         "service": Param("move", type="string", enum=["move", "get"], title="C-MOVE or C-GET"),
         "destination_aet": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             maxLength=16,
             title="C-MOVE destination AE title",
-            description=f"Empty: the embedded receiver ({RECEIVER_AET}, port {RECEIVER_PORT}).",
+            description="A receiver the PACS knows under this AE title (e.g. the airflow-dicom storescp "
+            f"service). Empty: the task starts its own receiver {RECEIVER_AET} on port {RECEIVER_PORT}.",
         ),
         "window_start": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             pattern=r"^$|^([01]\d|2[0-3]):[0-5]\d$",
             title="Window start (HH:MM, UTC)",
             description="Retrieve only inside this daily window. Empty: any time.",
         ),
-        "window_end": Param("", type="string", pattern=r"^$|^([01]\d|2[0-3]):[0-5]\d$", title="Window end"),
+        "window_end": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^$|^([01]\d|2[0-3]):[0-5]\d$",
+            title="Window end (HH:MM, UTC)",
+            description="End of the daily window (give both or neither).",
+        ),
         "batch_size": Param(10, type="integer", minimum=1, title="Studies per retrieval task"),
+        "dicom_conn_id": Param(
+            "dicom_default",
+            type="string",
+            minLength=1,
+            title="PACS connection",
+            description="The Airflow connection (type DICOM node) of the PACS to search and retrieve from.",
+        ),
     },
-):
+) as dag:
     find = DicomFindOperator(
         task_id="find",
-        dicom_conn_id="dicom_default",
+        dicom_conn_id="{{ params.dicom_conn_id }}",
         level="STUDY",
         return_keys=["PatientID", "StudyDate", "ModalitiesInStudy", "NumberOfStudyRelatedInstances"],
         date_from="{{ params.date_from or '' }}",
         date_to="{{ params.date_to or '' }}",
-        modality="{{ params.modality }}",
+        modality="{{ params.modality or '' }}",
+        modality_match="{{ params.modality_match }}",
         output_path=DATA_DIR + "/retrieve/{{ run_id | replace(':', '') | replace('+', '_') }}",
         pre_execute=_find_needed,
     )
@@ -210,7 +249,7 @@ with DAG(
     find >> plan >> service
 
     common = {
-        "dicom_conn_id": "dicom_default",
+        "dicom_conn_id": "{{ params.dicom_conn_id }}",
         "level": "STUDY",
         "data_dir": RECEIVED_DIR,
         "report_path": REPORTS_DIR,
@@ -306,3 +345,5 @@ with DAG(
         return summary
 
     [move, get, arrival] >> report()
+    # the report runs whatever happened (it is the audit); the run still ends failed when any task failed
+    fail_run_on_failure(dag)

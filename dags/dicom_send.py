@@ -4,6 +4,7 @@ Trigger it with a conf such as ``{"path": "/data/outgoing/batch-42", "parallel":
 walked recursively; files that are not DICOM are skipped (and listed), compressed files are sent as
 stored. The ``send`` task fails, listing each failed file with the status and its meaning, when any file
 could not be stored; ``summary`` then still runs and logs the account.
+The run then ends failed: ``run_failed`` (``trigger_rule="one_failed"``) fails whenever a task failed.
 
 Params: ``path`` (file, directory or glob), ``parallel`` (associations at once, 1-32, default 2),
 ``dicom_conn_id`` (the destination connection, default ``dicom_default``).
@@ -24,6 +25,7 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from airflow_dicom.operators.store import DicomStoreOperator
+from airflow_dicom.operators.watcher import fail_run_on_failure
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ with DAG(
         "parallel": Param(2, type="integer", minimum=1, maximum=32, title="Associations at once"),
         "dicom_conn_id": Param("dicom_default", type="string", minLength=1, title="Destination connection"),
     },
-):
+) as dag:
     send = DicomStoreOperator(
         task_id="send",
         paths="{{ params.path }}",
@@ -76,3 +78,5 @@ with DAG(
         return result
 
     send >> summary()
+    # the summary runs whatever happened; the run still ends failed when the send failed
+    fail_run_on_failure(dag)

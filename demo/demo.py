@@ -9,7 +9,13 @@
 6. prints a summary and stops everything it started.
 
 ``python -m demo.demo ui`` does steps 1-3 and then serves the same set-up in ``airflow standalone`` (UI on
-http://localhost:8080, every user an admin) until Ctrl-C.
+http://localhost:8080, every user an admin) until Ctrl-C: task logs at INFO (the progress lines of every
+retrieval), the arrival sensor deferrable (it waits Deferred in standalone's triggerer), the connections
+``dicom_default`` and ``dicom_forward`` created through the REST API (so the Connections page lists them),
+and what to type in the trigger form printed at start.
+
+The PACS knows two C-MOVE destinations: ``DEMORCV``, the long-running receiver service, and ``AIRFLOWRCV``,
+the receiver each retrieval task starts itself when the form's destination AE is left empty.
 
 Everything lives under ``.demo/`` in the repository (removed at the start of each run).
 """
@@ -25,6 +31,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -44,6 +52,8 @@ FIRST_DAY = date(2024, 1, 1)
 DAYS = 7
 PACS_AET = "DEMOPACS"
 RECEIVER_AET = "DEMORCV"
+EMBEDDED_AET = "AIRFLOWRCV"
+UI_PORT = 8080
 
 
 def say(text: str) -> None:
@@ -107,8 +117,8 @@ def make_studies() -> Path:
     return WORK / "source"
 
 
-def qrscp_config(pacs_port: int, receiver_port: int) -> Path:
-    """pynetdicom's qrscp configuration: our AE title and port, our receiver as move destination."""
+def qrscp_config(pacs_port: int, receiver_port: int, embedded_port: int) -> Path:
+    """pynetdicom's qrscp configuration: its AE title and port, the two receivers as move destinations."""
     path = WORK / "qrscp.ini"
     path.write_text(
         f"""[DEFAULT]
@@ -126,20 +136,39 @@ def qrscp_config(pacs_port: int, receiver_port: int) -> Path:
 [{RECEIVER_AET}]
     address: 127.0.0.1
     port: {receiver_port}
+
+[{EMBEDDED_AET}]
+    address: 127.0.0.1
+    port: {embedded_port}
 """
     )
     (WORK / "pacs" / "instances").mkdir(parents=True, exist_ok=True)
     return path
 
 
-def airflow_env(pacs_port: int, receiver_port: int) -> dict[str, str]:
-    """The environment of the demo's Airflow: private home, the example DAGs, the connections."""
-    pacs = {
-        "conn_type": "dicom",
-        "host": "127.0.0.1",
-        "port": pacs_port,
-        "extra": {"called_ae_title": PACS_AET},
-    }
+def pacs_connection(pacs_port: int) -> dict[str, Any]:
+    """The demo PACS as an Airflow connection (``conn_type`` dicom)."""
+    extra = {"called_ae_title": PACS_AET}
+    return {"conn_type": "dicom", "host": "127.0.0.1", "port": pacs_port, "extra": extra}
+
+
+def airflow_env(pacs_port: int, embedded_port: int, ui: bool = False) -> dict[str, str]:
+    """The environment of the demo's Airflow: private home, the example DAGs, the connections.
+
+    :param pacs_port: the PACS's port.
+    :param embedded_port: the port of the receiver a retrieval task starts itself (AE ``AIRFLOWRCV``).
+    :param ui: for ``airflow standalone``: INFO task logs, a deferrable arrival sensor, connections left to
+        the REST API (so that the UI lists them); otherwise for ``dag.test()``.
+    """
+    pacs = pacs_connection(pacs_port)
+    connections = (
+        {}
+        if ui
+        else {
+            "AIRFLOW_CONN_DICOM_DEFAULT": json.dumps(pacs),
+            "AIRFLOW_CONN_DICOM_FORWARD": json.dumps(pacs),
+        }
+    )
     return {
         "AIRFLOW_HOME": str(WORK / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -147,15 +176,17 @@ def airflow_env(pacs_port: int, receiver_port: int) -> dict[str, str]:
         "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "AIRFLOW_CONN_DICOM_DEFAULT": json.dumps(pacs),
-        "AIRFLOW_CONN_DICOM_FORWARD": json.dumps(pacs),
+        # task logs at INFO carry the progress lines ("[1/3] C-MOVE STUDY ...: complete, 4/4 instances");
+        # `make demo` prints its own summary instead
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO" if ui else "WARNING",
+        **connections,
         "AIRFLOW_DICOM_DATA_DIR": str(DATA),
-        "AIRFLOW_DICOM_RECEIVER_AET": RECEIVER_AET,
-        "AIRFLOW_DICOM_RECEIVER_PORT": str(receiver_port),
+        "AIRFLOW_DICOM_RECEIVER_AET": EMBEDDED_AET,
+        "AIRFLOW_DICOM_RECEIVER_PORT": str(embedded_port),
         "AIRFLOW_DICOM_QUIET_PERIOD": "5",
-        # dag.test() runs tasks one after the other: the sensor must not wait deferred before the retrieval
-        "AIRFLOW_DICOM_ARRIVAL_MODE": "reschedule",
+        # standalone runs a triggerer: the sensor waits Deferred there; dag.test() runs tasks one after the
+        # other, so there the sensor must not wait deferred before the retrieval could run
+        "AIRFLOW_DICOM_ARRIVAL_MODE": "deferrable" if ui else "reschedule",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "TCP_NODELAY": "1",
     }
@@ -171,13 +202,16 @@ def check(cmd: list[str], env: dict[str, str] | None = None) -> str:
     return result.stdout
 
 
-def start_everything(stack: ExitStack) -> dict[str, str]:
-    """Steps 1-3: studies, the PACS (seeded) and the receiver service; returns the Airflow environment."""
+def start_everything(stack: ExitStack, ui: bool = False) -> dict[str, str]:
+    """Steps 1-3: studies, the PACS (seeded) and the receiver service; returns the Airflow environment.
+
+    :param ui: prepare for ``airflow standalone`` rather than ``dag.test()`` (see :func:`airflow_env`).
+    """
     shutil.rmtree(WORK, ignore_errors=True)
     (WORK / "airflow").mkdir(parents=True)
     source = make_studies()
-    pacs_port, receiver_port = free_port(), free_port()
-    config = qrscp_config(pacs_port, receiver_port)
+    pacs_port, receiver_port, embedded_port = free_port(), free_port(), free_port()
+    config = qrscp_config(pacs_port, receiver_port, embedded_port)
     stack.enter_context(
         service("pacs", [str(BIN / "python"), "-m", "pynetdicom", "qrscp", "-c", str(config)], pacs_port)
     )
@@ -191,11 +225,16 @@ def start_everything(stack: ExitStack) -> dict[str, str]:
     ]  # fmt: skip
     stack.enter_context(service("receiver", receiver, receiver_port))
     say(f"receiver service {RECEIVER_AET}@127.0.0.1:{receiver_port} -> {DATA / 'received'}")
-    env = airflow_env(pacs_port, receiver_port)
+    env = airflow_env(pacs_port, embedded_port, ui=ui)
     os.environ.update(env)
     check([str(BIN / "airflow"), "db", "migrate"], env={**os.environ})
     say(f"Airflow metadata DB ready in {WORK / 'airflow'}")
+    PORTS.update(pacs=pacs_port, receiver=receiver_port, embedded=embedded_port)
     return env
+
+
+#: the ports of this run: ``pacs``, ``receiver`` (the service) and ``embedded`` (a retrieval task's own)
+PORTS: dict[str, int] = {}
 
 
 def run_pipeline() -> int:
@@ -254,11 +293,86 @@ def summary() -> None:
     )
 
 
+def api(method: str, path: str, body: Any = None) -> Any:
+    """Call the demo Airflow's REST API (every user is an admin: no token needed).
+
+    :param method: HTTP method.
+    :param path: path starting with ``/api/v2``.
+    :param body: JSON body.
+    """
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{UI_PORT}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        payload = response.read()
+    return json.loads(payload) if payload else None
+
+
+def wait_healthy(proc: subprocess.Popen, timeout: float = 180) -> None:  # type: ignore[type-arg]
+    """Wait until standalone's API server, scheduler, triggerer and DAG processor report healthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"airflow standalone exited with {proc.returncode}")
+        try:
+            health = api("GET", "/api/v2/monitor/health")
+            parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            if all(health.get(part, {}).get("status") == "healthy" for part in parts):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(2)
+    raise SystemExit(f"airflow standalone not healthy after {timeout} s")
+
+
+def add_connections() -> list[str]:
+    """Create ``dicom_default`` and ``dicom_forward`` (the demo PACS) through the REST API."""
+    pacs = pacs_connection(PORTS["pacs"])
+    names = ["dicom_default", "dicom_forward"]
+    for conn_id in names:
+        body = {**pacs, "connection_id": conn_id, "extra": json.dumps(pacs["extra"])}
+        body["description"] = f"the demo PACS (pynetdicom qrscp, AE {PACS_AET})"
+        try:
+            api("POST", "/api/v2/connections", body)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # 409: it exists already
+                raise
+    return names
+
+
+def ui_guide(connections: list[str]) -> str:
+    """What a person needs in front of the UI: where, which dates, which nodes, which connections."""
+    last = FIRST_DAY + timedelta(days=DAYS - 1)
+    return f"""
+Airflow UI: http://localhost:{UI_PORT}  (every user is an admin; Ctrl-C stops everything)
+
+  Demo data: studies dated {FIRST_DAY.isoformat()} .. {last.isoformat()} (StudyDate); others find nothing.
+  PACS:      {PACS_AET} @ 127.0.0.1:{PORTS["pacs"]}  (pynetdicom qrscp; returns no ModalitiesInStudy, so a
+             modality filter is matched with one SERIES-level query per study)
+  Receivers: {RECEIVER_AET} @ 127.0.0.1:{PORTS["receiver"]}  the receiver service (already running), and
+             {EMBEDDED_AET} @ 127.0.0.1:{PORTS["embedded"]}  started by each retrieval task when the form's
+             "C-MOVE destination AE title" is empty; both write to {DATA / "received"}
+  Connections: {", ".join(connections)} (Admin > Connections; press Test to C-ECHO the PACS)
+
+  Try: DAGs > dicom_retrieve > Trigger, set "First study date" {FIRST_DAY.isoformat()} and "Last study date"
+  {last.isoformat()}, leave everything else empty, Trigger. The arrival sensor waits Deferred while the
+  retrieval runs; each retrieve_move log shows one progress line per study.
+"""
+
+
 def serve_ui(env: dict[str, str]) -> int:
     """Run ``airflow standalone`` with the demo's environment until Ctrl-C (UI on port 8080)."""
-    say("starting airflow standalone on http://localhost:8080 (Ctrl-C stops everything)")
-    proc = subprocess.Popen(["setsid", str(BIN / "airflow"), "standalone"], env={**os.environ, **env})
+    say(f"starting airflow standalone on http://localhost:{UI_PORT} (takes a minute)")
+    proc = subprocess.Popen(
+        ["setsid", str(BIN / "airflow"), "standalone"],
+        env={**os.environ, **env, "AIRFLOW__API__PORT": str(UI_PORT)},
+        stdout=(WORK / "standalone.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
+        wait_healthy(proc)
+        print(ui_guide(add_connections()), flush=True)
+        say(f"airflow standalone's own output: {WORK / 'standalone.log'}")
         return proc.wait()
     except KeyboardInterrupt:
         return 0
@@ -277,8 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("mode", nargs="?", choices=("run", "ui"), default="run")
     args = parser.parse_args(argv)
+    # SIGTERM (e.g. `kill` of make) stops everything as Ctrl-C does: standalone runs in its own session
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with ExitStack() as stack:
-        env = start_everything(stack)
+        env = start_everything(stack, ui=args.mode == "ui")
         if args.mode == "ui":
             return serve_ui(env)
         return run_pipeline()

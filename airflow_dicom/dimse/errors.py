@@ -216,6 +216,8 @@ class DimseFailureError(DicomError):
                 f"{service} to {node.describe()} got no response{extra}: the DIMSE timeout expired or the "
                 "association was aborted"
             )
+        elif status == 0x0000:  # the service succeeded, its answer is the problem: no "failed ... Success"
+            text = f"{service} to {node.describe()}: {detail or 'an unusable answer'}"
         else:
             text = f"{service} to {node.describe()} failed{extra}: {describe_status(service, status)}"
         super().__init__(text)

@@ -29,6 +29,7 @@ from airflow_dicom.dimse.retrieve import (
 )
 from airflow_dicom.dimse.send import FileResult, SendReport, send
 from airflow_dicom.hooks.connection import node_from_connection
+from airflow_dicom.hooks.task_logs import quiet_pynetdicom
 
 if TYPE_CHECKING:
     import os
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from airflow_dicom.landing.results import FindLanding
+
+# task logs show our progress lines, not pynetdicom's per-message INFO chatter (see hooks/task_logs.py)
+quiet_pynetdicom()
 
 
 class DicomHook(BaseHook):

@@ -48,7 +48,7 @@ class DicomFindOperator(BaseOperator):
     :param sql_table: for ``sql``: the table name (templated).
     :param max_results_per_query: for nodes that truncate silently: that many matches count as truncation.
     :param query_model: ``patient`` or ``study`` to override the information model.
-    :param modality_match: ``local`` (default) or ``node``
+    :param modality_match: ``local`` (default) or ``node`` (templated)
         (see :func:`~airflow_dicom.dimse.query.build_query`).
     :param calling_ae_title: calling AE title overriding the connection's (templated).
     :param asset: an :class:`~airflow.sdk.Asset` (or URI) for the output: added to ``outlets`` so each
@@ -67,6 +67,7 @@ class DicomFindOperator(BaseOperator):
         "return_keys",
         "matching_keys",
         "modality",
+        "modality_match",
         "date_from",
         "date_to",
         "output_path",

@@ -116,7 +116,19 @@ def test_every_example_dag_is_documented_and_tagged(monkeypatch: pytest.MonkeyPa
         "window_start",
         "window_end",
         "batch_size",
+        "modality_match",
+        "dicom_conn_id",
     }
+    # every optional param accepts null (Airflow's trigger form requires any param whose type lacks "null"):
+    # only the fields with a usable default or that a person must choose are required
+    params = {name: retrieve.params.get_param(name) for name in retrieve.params}
+    required = {name for name, p in params.items() if "null" not in p.schema.get("type", [])}
+    assert required == {"service", "batch_size", "modality_match", "dicom_conn_id"}
+    assert all(params[name].value is not None for name in required)
+    for dag_id, watcher in (("dicom_retrieve", "run_failed"), ("dicom_send", "run_failed")):
+        dag = get_example_dag(dag_id)
+        assert dag.get_task(watcher).trigger_rule == "one_failed"
+        assert set(dag.get_task(watcher).upstream_task_ids) == {t for t in dag.task_ids if t != watcher}
     assert set(get_example_dag("dicom_send").params) == {"path", "parallel", "dicom_conn_id"}
 
 

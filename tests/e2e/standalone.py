@@ -51,6 +51,9 @@ class AirflowStandalone:
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            # a loaded CI machine answers the task runner's Execution API calls slower than the 5 s default
+            # (a task then fails before its first line with httpx.ReadTimeout)
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
             **(env or {}),
         }
         self.env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)

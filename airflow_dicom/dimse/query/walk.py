@@ -14,7 +14,8 @@ digit, a non-ASCII letter or empty ones):
   ``LimitFindResults`` BEFORE it matches ``ModalitiesInStudy`` (a computed attribute) and then answers
   Success with fewer matches than exist (measured: 4 of 11 CT studies, status 0x0000), a silent
   truncation nothing could detect. ``modality_match="node"`` sends it as a matching key instead (less
-  traffic, for PACS known to match it before their limit).
+  traffic, for PACS known to match it before their limit). A node that returns no ``ModalitiesInStudy``
+  (pynetdicom's qrscp) is asked per study at SERIES level which ``Modality`` values it holds (logged).
 * Every final status is checked. When the node signals truncation (``0xFE00`` Cancel after a result
   limit such as Orthanc's ``LimitFindResults``, ``0xA700``/``0xA701``/``0xA702`` out of resources, or at
   least ``max_results_per_query`` matches for nodes that truncate silently) the interval is halved, down
@@ -142,6 +143,8 @@ class FindSession:
         self.stats = stats
         self.charset_needed = any(not v.isascii() for v in query.matching.values())
         self._seen_studies: set[str] = set()
+        self._study_modalities: dict[str, set[str]] = {}
+        self._series_fallback_said = False
 
     # -------------------------------------------------------------- one C-FIND
     def _model(self, level: str) -> str:
@@ -197,7 +200,7 @@ class FindSession:
         if truncated:
             self.stats.truncated += 1
         note = " (truncated, splitting)" if truncated else ""
-        log.info("C-FIND %s %s: %d matches%s", level, where, len(rows), note)
+        log.info("C-FIND %s %s: %d responses%s", level, where, len(rows), note)
         return QueryAnswer(final, rows, truncated, reason)
 
     # -------------------------------------------------------------- the study walk
@@ -219,21 +222,48 @@ class FindSession:
             keys["ModalitiesInStudy"] = "\\".join(q.modalities) if q.modality_match == "node" else ""
         return keys
 
-    def _modality_ok(self, row: Dataset, where: str, status: int) -> bool:
-        """The local ``ModalitiesInStudy`` match (``modality_match="local"``)."""
+    def _modality_ok(self, row: Dataset, where: str) -> bool:
+        """The local ``ModalitiesInStudy`` match (``modality_match="local"``).
+
+        A node that returns no ``ModalitiesInStudy`` (pynetdicom's qrscp, some archives) is asked at SERIES
+        level which modalities the study holds (one query per study, said once in the log); the row then
+        carries what was learned.
+        """
         q = self.query
         if not q.modalities or q.modality_match != "local":
             return True
-        if "ModalitiesInStudy" not in row:
-            raise DimseFailureError(
-                self.node,
-                "C-FIND",
-                status,
-                f"a STUDY match for {where} has no ModalitiesInStudy, so the modality filter cannot be "
-                "applied locally; use modality_match='node' to let the node match it",
-            )
-        present = {v.strip().upper() for v in multi_values(row.ModalitiesInStudy)}
+        values = multi_values(row.ModalitiesInStudy) if "ModalitiesInStudy" in row else []
+        present = {str(v).strip().upper() for v in values if str(v).strip()}
+        if not present:
+            present = self._series_modalities(str(row.StudyInstanceUID), where)
+            if present:
+                row.ModalitiesInStudy = sorted(present)
         return bool(present & set(q.modalities))
+
+    def _series_modalities(self, uid: str, where: str) -> set[str]:
+        """The modalities of one study's series (the fallback of :meth:`_modality_ok`), cached per study."""
+        if uid in self._study_modalities:
+            return self._study_modalities[uid]
+        if not self._series_fallback_said:
+            self._series_fallback_said = True
+            log.info(
+                "%s returned no ModalitiesInStudy for %s: the modality filter %s is matched with a "
+                "SERIES-level query (Modality) per study instead",
+                self.node.describe(),
+                where,
+                "/".join(self.query.modalities),
+            )
+        answer = self.ask(
+            "SERIES",
+            {"StudyInstanceUID": uid, "SeriesInstanceUID": "", "Modality": ""},
+            f"modalities of study {uid}",
+        )
+        if answer.truncated:
+            raise FindTruncatedError(self.node, "SERIES", f"study {uid}", answer.reason, _LIMIT_ADVICE)
+        found = {str(r.get("Modality", "") or "").strip().upper() for r in answer.rows}
+        found.discard("")
+        self._study_modalities[uid] = found
+        return found
 
     def walk_studies(self) -> Iterator[Dataset]:
         """Every study matching the query (each once), splitting the date range on truncation."""
@@ -262,7 +292,7 @@ class FindSession:
                     self.node, "C-FIND", answer.status, f"a STUDY match for {where} has no StudyInstanceUID"
                 )
             found.add(uid)
-            if not self._modality_ok(row, where, answer.status):
+            if not self._modality_ok(row, where):
                 continue
             if uid not in self._seen_studies:
                 self._seen_studies.add(uid)
@@ -406,10 +436,13 @@ def find(
         yield from walk_rows(session, query, stats)
     stats.seconds = time.monotonic() - started
     log.info(
-        "C-FIND %s on %s: %d results, %d queries, %d splits, %.2f s",
+        "C-FIND %s on %s: %d unique %s results from %d responses (a node may answer once per instance), "
+        "%d queries, %d splits, %.2f s",
         query.describe(),
         node.describe(),
         stats.results,
+        query.level,
+        stats.matches,
         stats.queries,
         stats.splits,
         stats.seconds,
