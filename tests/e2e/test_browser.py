@@ -144,6 +144,8 @@ def _trigger_from_form(browser: Browser, airflow: AirflowStandalone, fields: dic
     browser.find("#element_date_from")
     browser.shot("trigger-form")
     for element_id, value in fields.items():
+        if browser.visible(f"#{element_id}") is None:  # the form opens one section at a time
+            browser.click("button", "^Run Parameters$")
         field = browser.find(f"#{element_id}")
         browser.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", field)
         if field.get_attribute("value"):
@@ -268,6 +270,14 @@ def test_unreachable_pacs_ends_red_with_the_reason_in_the_log(ui: UI, browser: B
     assert "Success" not in text
 
 
+def _reveal(browser: Browser, css: str, section: str) -> Any:
+    """The field ``css``, unfolding its form section first when it is folded."""
+    if browser.wait(lambda: browser.visible(css) or browser.visible("button", f"^{section}$"), section):
+        if browser.visible(css) is None:
+            browser.click("button", f"^{section}$")
+    return browser.find(css)
+
+
 def test_connection_form_requires_called_ae_and_test_succeeds(ui: UI, browser: Browser) -> None:
     """(1) add a DICOM node through the form: Called AE is required; the saved node's Test succeeds."""
     browser.open("/connections")
@@ -276,14 +286,12 @@ def test_connection_form_requires_called_ae_and_test_succeeds(ui: UI, browser: B
     kind = browser.find("input[role=combobox]")
     kind.send_keys("DICOM node")
     kind.send_keys(Keys.ENTER)
-    browser.click("button", "^Standard Fields$")
-    browser.find("input[name=host]").send_keys("127.0.0.1")
-    browser.find("input[name=port]").send_keys(str(ui.pacs.port))
-    browser.click("button", "^Extra Fields$")
-    called = browser.find("#element_called_ae_title")
+    _reveal(browser, "input[name=host]", "Standard Fields").send_keys("127.0.0.1")
+    _reveal(browser, "input[name=port]", "Standard Fields").send_keys(str(ui.pacs.port))
+    called = _reveal(browser, "#element_called_ae_title", "Extra Fields")
     assert called.get_attribute("required") is not None
     browser.find("label", r"Called AE title\s*\*")
-    browser.find("*", "This field is required")
+    browser.find("body", "This field is required")
     browser.shot("called-ae-missing")
     save = browser.find("button", "^Save$")
     assert not save.is_enabled()  # nothing saves a node without the AE title it answers to
@@ -294,7 +302,19 @@ def test_connection_form_requires_called_ae_and_test_succeeds(ui: UI, browser: B
     browser.shot("saved")
     saved = _get(ui.airflow, "/api/v2/connections/pacs_from_form")
     assert json.loads(saved["extra"])["called_ae_title"] == ui.pacs.aet
+    # the result is a toast that may come and go between two polls: record every text the page adds
+    browser.driver.execute_script(
+        "window.__added = []; new MutationObserver(ms => ms.forEach(m => m.addedNodes.forEach("
+        "n => window.__added.push(n.textContent || '')))).observe(document.body, "
+        "{childList: true, subtree: true});"
+    )
     row.find_element(By.CSS_SELECTOR, "button[aria-label='Test Connection']").click()
-    message = browser.find("*", r"C-ECHO to DEMOPACS@127\.0\.0\.1:\d+ succeeded")
+    pattern = re.compile(r"C-ECHO to DEMOPACS@127\.0\.0\.1:\d+[^\n]*? succeeded[^\n]*")
+    message = browser.wait(
+        lambda: pattern.search(
+            browser.page_text() + "\n".join(browser.driver.execute_script("return window.__added"))
+        ),
+        "the Test Connection result",
+    ).group(0)
     browser.shot("tested")
-    assert "round trip" in message.text
+    assert re.search(r"succeeded: round trip [\d.]+ ms", message), message
