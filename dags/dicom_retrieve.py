@@ -46,6 +46,13 @@ Configuration (environment, read when the DAG file is parsed):
 * ``AIRFLOW_DICOM_DESTINATION_AET`` (default empty): the receiver service's AE title, the default
   ``destination_aet``. Set it wherever workers run on other hosts than the receiver (CeleryExecutor): the
   PACS knows the receiver service's address, not a worker's; retrieval tasks then run in parallel.
+* ``AIRFLOW_DICOM_RETRIEVE_TASK_TIMEOUT`` (default 10800, 3 h): a retrieval task running longer fails and
+  is retried for what is missing; keep it below the Celery broker's visibility timeout (6 h by default), or
+  the broker delivers the task to a second worker while the first still runs (the batch claim then makes
+  the second copy wait).
+* ``AIRFLOW_DICOM_RETRIEVE_POOL`` (default none): an Airflow pool the retrieval tasks take a slot of (e.g.
+  as many slots as associations the PACS allows us), ``AIRFLOW_DICOM_RETRIEVE_PARALLEL`` (default 2):
+  associations per retrieval task.
 * ``AIRFLOW_DICOM_QUIET_PERIOD`` (default ``60``): seconds without a new instance that complete a study
   of unknown size.
 * ``AIRFLOW_DICOM_ARRIVAL_TIMEOUT`` (default ``43200``, 12 h): seconds the arrival sensor waits.
@@ -83,6 +90,11 @@ ARRIVAL_MODE = os.environ.get("AIRFLOW_DICOM_ARRIVAL_MODE", "deferrable")
 DESTINATION_AET = os.environ.get("AIRFLOW_DICOM_DESTINATION_AET", "")
 RETRIES = int(os.environ.get("AIRFLOW_DICOM_RETRIEVE_RETRIES", "2"))
 RETRY_DELAY = float(os.environ.get("AIRFLOW_DICOM_RETRY_DELAY", "30"))
+#: a retrieval task longer than this fails and is retried (fetching what is missing): it must stay under the
+#: Celery broker's visibility timeout (Airflow's default 21600 s), or Redis delivers the task a second time
+TASK_TIMEOUT = float(os.environ.get("AIRFLOW_DICOM_RETRIEVE_TASK_TIMEOUT", str(3 * 3600)))
+POOL = os.environ.get("AIRFLOW_DICOM_RETRIEVE_POOL", "") or None
+PARALLEL = int(os.environ.get("AIRFLOW_DICOM_RETRIEVE_PARALLEL", "2"))
 #: at most this many mapped retrieval tasks per run (the batch list is an XCom)
 MAX_BATCHES = 400
 
@@ -257,6 +269,9 @@ with DAG(
         # a time and a retry fetches only what is still missing
         "retries": RETRIES,
         "retry_delay": timedelta(seconds=RETRY_DELAY),
+        "parallel": PARALLEL,
+        "execution_timeout": timedelta(seconds=TASK_TIMEOUT),
+        **({"pool": POOL} if POOL else {}),
     }
     move = DicomMoveOperator.partial(
         task_id="retrieve_move",

@@ -57,17 +57,19 @@ class ReceiverService(Process):
         self.start()
 
 
-def stack_env(pacs: Any, data_dir: Path) -> dict[str, str]:
+def stack_env(host: str, port: int, aet: str, data_dir: Path) -> dict[str, str]:
     """The environment the example DAGs read in the distributed layout.
 
-    :param pacs: the Orthanc (``host``, ``dicom_port``, ``aet``).
+    :param host: the PACS's address.
+    :param port: its DICOM port.
+    :param aet: its AE title.
     :param data_dir: the shared data directory.
     """
     conn = {
         "conn_type": "dicom",
-        "host": pacs.host,
-        "port": pacs.dicom_port,
-        "extra": {"called_ae_title": pacs.aet},
+        "host": host,
+        "port": port,
+        "extra": {"called_ae_title": aet},
     }
     return {
         "AIRFLOW_CONN_DICOM_DEFAULT": json.dumps(conn),

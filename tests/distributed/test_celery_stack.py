@@ -64,7 +64,7 @@ def stack(loaded) -> Iterator[tuple[DistributedStack, ReceiverService, Path]]:  
     receiver = ReceiverService(received, home / "receiver.log").start()
     try:
         pacs.register_modality("receiver-service", RECEIVER_AET, RECEIVER_HOST, receiver.port)
-        with DistributedStack(home, DAGS, stack_env(pacs, data)) as running:
+        with DistributedStack(home, DAGS, stack_env(pacs.host, pacs.dicom_port, pacs.aet, data)) as running:
             running.wait_for_dags({RETRIEVE, FIND})
             running.unpause(RETRIEVE)
             yield running, receiver, received
