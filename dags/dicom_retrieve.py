@@ -121,6 +121,28 @@ def _find_needed(context: Any) -> None:
         raise InvalidRequestError("give date_from and date_to (YYYY-MM-DD), or study_uids")
 
 
+def _receiver_reachable(context: Any) -> None:
+    """Refuse the embedded receiver where workers are on several hosts (``choose_service`` calls this).
+
+    The embedded receiver listens on the worker that runs the task, but the PACS knows one address for its AE
+    title: with CeleryExecutor or KubernetesExecutor the PACS would send to a host that is not listening.
+    """
+    from airflow.configuration import conf
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if context["params"].get("destination_aet"):
+        return
+    executor = conf.get("core", "executor", fallback="")
+    if "Celery" in executor or "Kubernetes" in executor:
+        raise AirflowFailException(
+            f"the embedded receiver ({RECEIVER_AET}, port {RECEIVER_PORT}) would listen on this worker, "
+            f"whose address the PACS does not know ({executor} runs tasks on several hosts): run the "
+            "receiver service (airflow-dicom storescp) where the PACS can reach it, with the data directory "
+            "on shared storage, and set AIRFLOW_DICOM_DESTINATION_AET (or the destination_aet param) to "
+            "its AE title"
+        )
+
+
 def _studies_to_wait_for(context: Any) -> None:
     """``arrival``'s pre-execute hook: skip it when there is nothing to retrieve."""
     from airflow.sdk.exceptions import AirflowSkipException
@@ -252,6 +274,8 @@ with DAG(
     @task.branch
     def choose_service(**context: Any) -> str:
         """``retrieve_move`` or ``retrieve_get``, as the ``service`` param says."""
+        if context["params"]["service"] == "move":
+            _receiver_reachable(context)
         return f"retrieve_{context['params']['service']}"
 
     plan = make_batches()

@@ -190,6 +190,7 @@ def up(args: argparse.Namespace) -> int:
         {"faults": done, "find_backfill": {"state": find_state, "seconds": round(find_seconds, 1)}}
     )
     summary["pacs_instances"] = len(corpus.instances)
+    summary["dates"] = [first.isoformat(), last.isoformat()]
     summary["received_equals_pacs"] = {uid for _, uid in _files(received)} == corpus.sop_uids
     summary["report"] = {k: v for k, v in summary["report"].items() if k != "failed_studies"}
     print(json.dumps(summary, indent=2, default=str))

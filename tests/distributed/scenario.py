@@ -96,6 +96,21 @@ def received_files(received: Path) -> list[tuple[Path, str]]:
     return out
 
 
+def all_task_instances(stack: DistributedStack, run_id: str) -> list[dict[str, Any]]:
+    """Every task instance of a retrieval run, page by page (the API returns at most 100 at once).
+
+    :param stack: the stack.
+    :param run_id: the retrieval run.
+    """
+    path = f"/api/v2/dags/{RETRIEVE}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances"
+    out: list[dict[str, Any]] = []
+    while True:
+        page = stack.api("GET", f"{path}?limit=100&offset={len(out)}")
+        out += page["task_instances"]
+        if not page["task_instances"] or len(out) >= page["total_entries"]:
+            return out
+
+
 def wait_running_on(stack: DistributedStack, run_id: str, host: str, task_id: str, timeout: float) -> bool:
     """Wait until a ``task_id`` instance of the run is running on ``host``.
 
@@ -107,7 +122,7 @@ def wait_running_on(stack: DistributedStack, run_id: str, host: str, task_id: st
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for ti in stack.task_instances(RETRIEVE, run_id):
+        for ti in all_task_instances(stack, run_id):
             if ti["task_id"] == task_id and ti["state"] == "running" and ti.get("hostname") == host:
                 return True
         time.sleep(0.5)
@@ -144,7 +159,7 @@ def summarise(stack: DistributedStack, run_id: str, received: Path, seconds: flo
     :param received: the receiver's data directory.
     :param seconds: the run's wall time.
     """
-    tis = stack.task_instances(RETRIEVE, run_id)
+    tis = all_task_instances(stack, run_id)
     hosts: dict[str, Counter] = {}
     for ti in tis:
         hosts.setdefault(ti.get("hostname") or "-", Counter())[ti["task_id"]] += 1

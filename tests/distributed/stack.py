@@ -52,6 +52,11 @@ class DistributedStack(AirflowStandalone):
                 # a lost worker's tasks are failed (and retried) after 30 s without a heartbeat, not 300 s
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+                # a task a lost worker had taken from the broker (unacknowledged, so Redis holds it until its
+                # visibility timeout) is queued again after 60 s instead of 600 s; no prefetching beyond it
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
+                "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
                 "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
             }
         )

@@ -8,8 +8,10 @@ a complete report, tasks on both worker hosts, small XComs and no task left queu
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date
@@ -106,3 +108,25 @@ def test_lost_worker_mid_retrieval_every_instance_once_and_report_complete(loade
     assert max(ti["try_number"] for ti in moves) >= 2  # the batch of the lost worker ran again
     assert summary["unfinished"] == []
     assert summary["largest_xcom"] < XCOM_LIMIT
+
+
+def test_embedded_receiver_on_a_celery_worker_fails_at_once_naming_the_service(loaded, stack) -> None:
+    _, corpus = loaded
+    airflow, _, received = stack
+    before = received_files(received)
+    study = sorted(corpus.study_uids)[0]
+    run_id = airflow.trigger(RETRIEVE, {"study_uids": [study], "destination_aet": ""})
+    # the run's state is the report's: the study is complete from the test above
+    airflow.wait_for_run(RETRIEVE, run_id, timeout=300)
+    states = {ti["task_id"]: ti for ti in airflow.task_instances(RETRIEVE, run_id)}
+    choose = states["choose_service"]
+    assert choose["state"] == "failed" and choose["try_number"] == 1  # not retried: retrying cannot help
+    assert states["retrieve_move"]["state"] == "upstream_failed"
+    log = airflow.api(
+        "GET",
+        f"/api/v2/dags/{RETRIEVE}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/choose_service/logs/1"
+        "?full_content=true",
+    )
+    text = json.dumps(log)
+    assert "receiver service" in text and "AIRFLOW_DICOM_DESTINATION_AET" in text
+    assert received_files(received) == before  # nothing fetched, nothing lost
