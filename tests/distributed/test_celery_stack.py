@@ -9,6 +9,7 @@ a complete report, tasks on both worker hosts, small XComs and no task left queu
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 import urllib.parse
@@ -72,6 +73,7 @@ def stack(loaded) -> Iterator[tuple[DistributedStack, ReceiverService, Path]]:  
             yield running, receiver, received
     finally:
         receiver.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_lost_worker_mid_retrieval_every_instance_once_and_report_complete(loaded, stack) -> None:
