@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export TCP_NODELAY := 1
 
-.PHONY: test demo bench venv sysdeps lint clean ui
+.PHONY: test demo bench venv sysdeps lint clean ui distributed distributed-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,8 @@ sysdeps:
 	[ -x /usr/bin/dciodvfy ] || missing="$$missing dicom3tools"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -x /usr/bin/chromedriver ] || missing="$$missing chromium-driver"; \
+	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
@@ -61,5 +63,17 @@ lint: venv
 bench: venv sysdeps
 	PYTHONPATH=tests $(BIN)/python -m benchmarks.run $(if $(ONLY),--only $(ONLY))
 
+## The reference production layout (README, "Distributed"): PostgreSQL, Redis, the Airflow services and two
+## Celery workers, the PACS and the receiver service on their own addresses; loads 2,000 studies, backfills the
+## find, retrieves everything under faults, prints a summary and leaves it running (.distributed/endpoints.json).
+## STUDIES=n and FAULTS=kill-worker,restart-redis,restart-receiver,pacs-refuse (empty: none) change the run.
+distributed: venv sysdeps
+	PYTHONPATH=tests nice $(BIN)/python -m distributed.run up $(if $(STUDIES),--studies $(STUDIES)) \
+	  $(if $(FAULTS),--faults $(FAULTS))
+
+## Stops what `make distributed` started, and nothing else.
+distributed-stop:
+	PYTHONPATH=tests $(BIN)/python -m distributed.run stop
+
 clean:
-	rm -rf $(VENV) .pytest_cache .demo
+	rm -rf $(VENV) .pytest_cache .demo .distributed

@@ -7,11 +7,13 @@ Trigger it from the UI ("Trigger DAG" shows a form) or the REST API with a conf 
 Tasks:
 
 1. ``find``: C-FIND (STUDY level, connection ``dicom_conn_id``, default ``dicom_default``) of
-   ``date_from``..``date_to`` (and ``modality``) into ``<data>/retrieve/<run id>`` (Parquet).
+   ``date_from``..``date_to`` (and ``modality``) into ``<data>/retrieve/<run id>/find`` (Parquet).
    Skipped when ``study_uids`` are given.
 2. ``make_batches``: the studies to retrieve (from the find results, keeping only ``patient_ids`` when
-   given; or the given ``study_uids``) cut into batches of ``batch_size``. XComs: ``return_value`` (the
-   list of UID lists) and ``studies`` (``{StudyInstanceUID: NumberOfStudyRelatedInstances or None}``).
+   given; or the given ``study_uids``) cut into batch files of ``batch_size`` UIDs (larger when there would
+   be more than 400 batches) in ``<data>/retrieve/<run id>/batches``. XComs stay small whatever the number
+   of studies: ``return_value`` (the batch file paths) and ``studies`` (``{"path": <run dir>/studies.parquet,
+   "studies": count}``, each study with its NumberOfStudyRelatedInstances or null).
    ``choose_service`` then follows ``retrieve_move`` or ``retrieve_get`` (the other is skipped).
 3. ``retrieve_move`` / ``retrieve_get``: one mapped task instance per batch (``DicomMoveOperator`` /
    ``DicomGetOperator``). Items already
@@ -49,6 +51,16 @@ Configuration (environment, read when the DAG file is parsed):
 * ``AIRFLOW_DICOM_DATA_DIR`` (default ``/tmp/airflow-dicom``): base directory.
 * ``AIRFLOW_DICOM_RECEIVER_AET`` (default ``AIRFLOWRCV``), ``AIRFLOW_DICOM_RECEIVER_PORT`` (default
   ``11113``): the embedded receiver.
+* ``AIRFLOW_DICOM_DESTINATION_AET`` (default empty): the receiver service's AE title, the default
+  ``destination_aet``. Set it wherever workers run on other hosts than the receiver (CeleryExecutor): the
+  PACS knows the receiver service's address, not a worker's; retrieval tasks then run in parallel.
+* ``AIRFLOW_DICOM_RETRIEVE_TASK_TIMEOUT`` (default 10800, 3 h): a retrieval task running longer fails and
+  is retried for what is missing; keep it below the Celery broker's visibility timeout (6 h by default), or
+  the broker delivers the task to a second worker while the first still runs (the batch claim then makes
+  the second copy wait).
+* ``AIRFLOW_DICOM_RETRIEVE_POOL`` (default none): an Airflow pool the retrieval tasks take a slot of (e.g.
+  as many slots as associations the PACS allows us), ``AIRFLOW_DICOM_RETRIEVE_PARALLEL`` (default 2):
+  associations per retrieval task.
 * ``AIRFLOW_DICOM_QUIET_PERIOD`` (default ``60``): seconds without a new instance that complete a study
   of unknown size.
 * ``AIRFLOW_DICOM_ARRIVAL_TIMEOUT`` (default ``43200``, 12 h): seconds the arrival sensor waits.
@@ -63,6 +75,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import timedelta
 from typing import Any
 
 import pendulum
@@ -83,6 +96,22 @@ RECEIVER_PORT = int(os.environ.get("AIRFLOW_DICOM_RECEIVER_PORT", "11113"))
 QUIET_PERIOD = float(os.environ.get("AIRFLOW_DICOM_QUIET_PERIOD", "60"))
 ARRIVAL_TIMEOUT = float(os.environ.get("AIRFLOW_DICOM_ARRIVAL_TIMEOUT", str(12 * 3600)))
 ARRIVAL_MODE = os.environ.get("AIRFLOW_DICOM_ARRIVAL_MODE", "deferrable")
+DESTINATION_AET = os.environ.get("AIRFLOW_DICOM_DESTINATION_AET", "")
+RETRIES = int(os.environ.get("AIRFLOW_DICOM_RETRIEVE_RETRIES", "2"))
+RETRY_DELAY = float(os.environ.get("AIRFLOW_DICOM_RETRY_DELAY", "30"))
+#: a retrieval task longer than this fails and is retried (fetching what is missing): it must stay under the
+#: Celery broker's visibility timeout (Airflow's default 21600 s), or Redis delivers the task a second time
+TASK_TIMEOUT = float(os.environ.get("AIRFLOW_DICOM_RETRIEVE_TASK_TIMEOUT", str(3 * 3600)))
+POOL = os.environ.get("AIRFLOW_DICOM_RETRIEVE_POOL", "") or None
+PARALLEL = int(os.environ.get("AIRFLOW_DICOM_RETRIEVE_PARALLEL", "2"))
+#: at most this many mapped retrieval tasks per run (the batch list is an XCom)
+MAX_BATCHES = 400
+
+
+def _run_dir(run_id: str) -> str:
+    """The run's working directory in the shared data directory (find results, batches, studies)."""
+    return DATA_DIR + "/retrieve/" + run_id.replace(":", "").replace("+", "_")
+
 
 #: the window as one string ("20:00,06:00"), empty when no window was asked for
 WINDOW = "{{ (params.window_start ~ ',' ~ params.window_end) if params.window_start else '' }}"
@@ -105,11 +134,33 @@ def _find_needed(context: Any) -> None:
         )
 
 
+def _receiver_reachable(context: Any) -> None:
+    """Refuse the embedded receiver where workers are on several hosts (``choose_service`` calls this).
+
+    The embedded receiver listens on the worker that runs the task, but the PACS knows one address for its AE
+    title: with CeleryExecutor or KubernetesExecutor the PACS would send to a host that is not listening.
+    """
+    from airflow.configuration import conf
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if context["params"].get("destination_aet"):
+        return
+    executor = conf.get("core", "executor", fallback="")
+    if "Celery" in executor or "Kubernetes" in executor:
+        raise AirflowFailException(
+            f"the embedded receiver ({RECEIVER_AET}, port {RECEIVER_PORT}) would listen on this worker, "
+            f"whose address the PACS does not know ({executor} runs tasks on several hosts): run the "
+            "receiver service (airflow-dicom storescp) where the PACS can reach it, with the data directory "
+            "on shared storage, and set AIRFLOW_DICOM_DESTINATION_AET (or the destination_aet param) to "
+            "its AE title"
+        )
+
+
 def _studies_to_wait_for(context: Any) -> None:
     """``arrival``'s pre-execute hook: skip it when there is nothing to retrieve."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    if not context["ti"].xcom_pull(task_ids="make_batches", key="studies"):
+    if not (context["ti"].xcom_pull(task_ids="make_batches", key="studies") or {}).get("studies"):
         raise AirflowSkipException("no studies to wait for")
 
 
@@ -169,7 +220,7 @@ with DAG(
         ),
         "service": Param("move", type="string", enum=["move", "get"], title="C-MOVE or C-GET"),
         "destination_aet": Param(
-            None,
+            DESTINATION_AET or None,
             type=["null", "string"],
             maxLength=16,
             title="C-MOVE destination AE title",
@@ -209,14 +260,22 @@ with DAG(
         date_to="{{ params.date_to or '' }}",
         modality="{{ params.modality or '' }}",
         modality_match="{{ params.modality_match }}",
-        output_path=DATA_DIR + "/retrieve/{{ run_id | replace(':', '') | replace('+', '_') }}",
+        output_path=DATA_DIR + "/retrieve/{{ run_id | replace(':', '') | replace('+', '_') }}/find",
         pre_execute=_find_needed,
     )
 
     @task(trigger_rule="none_failed")
-    def make_batches(**context: Any) -> list[list[str]]:
-        """The studies to retrieve cut into batches; XCom ``studies``: ``{uid: expected count or None}``."""
-        params = context["params"]
+    def make_batches(**context: Any) -> list[str]:
+        """The studies to retrieve cut into batch files; XCom ``studies``: the path of a Parquet of them.
+
+        XComs stay small whatever the number of studies: the batches (one UID per line) and the studies
+        with their expected instance counts are files in the shared data directory; the XComs hold their
+        paths (at most ``MAX_BATCHES`` batch files: larger runs get larger batches).
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        params, run_dir = context["params"], _run_dir(context["run_id"])
         studies: dict[str, int | None] = {}
         if params.get("study_uids"):
             studies = {str(uid).strip(): None for uid in params["study_uids"] if str(uid).strip()}
@@ -233,15 +292,29 @@ with DAG(
                     count = row.get("NumberOfStudyRelatedInstances")
                     studies[row["StudyInstanceUID"]] = int(count) if count else None
         uids = sorted(studies)
-        size = int(params["batch_size"])
-        batches = [uids[n : n + size] for n in range(0, len(uids), size)]
-        log.info("%d studies to retrieve in %d batch(es)", len(uids), len(batches))
-        context["ti"].xcom_push(key="studies", value=studies)
+        size = max(int(params["batch_size"]), -(-len(uids) // MAX_BATCHES))
+        batch_dir = os.path.join(run_dir, "batches")
+        os.makedirs(batch_dir, exist_ok=True)
+        batches = []
+        for number, start in enumerate(range(0, len(uids), size)):
+            path = os.path.join(batch_dir, f"{number:05d}.txt")
+            with open(path, "w", encoding="ascii") as handle:
+                handle.write("".join(uid + "\n" for uid in uids[start : start + size]))
+            batches.append(path)
+        studies_path = os.path.join(run_dir, "studies.parquet")
+        counts = pa.array([studies[uid] for uid in uids], type=pa.int64())
+        pq.write_table(
+            pa.table({"StudyInstanceUID": uids, "NumberOfStudyRelatedInstances": counts}), studies_path
+        )
+        log.info("%d studies to retrieve in %d batch(es) of %d", len(uids), len(batches), size)
+        context["ti"].xcom_push(key="studies", value={"path": studies_path, "studies": len(uids)})
         return batches
 
     @task.branch
     def choose_service(**context: Any) -> str:
         """``retrieve_move`` or ``retrieve_get``, as the ``service`` param says."""
+        if context["params"]["service"] == "move":
+            _receiver_reachable(context)
         return f"retrieve_{context['params']['service']}"
 
     plan = make_batches()
@@ -254,18 +327,24 @@ with DAG(
         "data_dir": RECEIVED_DIR,
         "report_path": REPORTS_DIR,
         "window": WINDOW,
-        # no task retries: the operators retry transient failures themselves (max_attempts, backoff), and a
-        # rerun of the DAG run fetches only what is still missing
-        "retries": 0,
+        # the operators retry transient failures themselves (max_attempts, backoff); task retries cover a lost
+        # worker (its tasks fail after the scheduler's heartbeat timeout): the batch is claimed by one task at
+        # a time and a retry fetches only what is still missing
+        "retries": RETRIES,
+        "retry_delay": timedelta(seconds=RETRY_DELAY),
+        "parallel": PARALLEL,
+        "execution_timeout": timedelta(seconds=TASK_TIMEOUT),
+        **({"pool": POOL} if POOL else {}),
     }
     move = DicomMoveOperator.partial(
         task_id="retrieve_move",
         move_destination="{{ params.destination_aet or '" + RECEIVER_AET + "' }}",
         receive_port="{{ '' if params.destination_aet else " + str(RECEIVER_PORT) + " }}",
-        max_active_tis_per_dag=1,  # the embedded receiver listens on one port
+        # the embedded receiver listens on one port: one task at a time; a receiver service takes them all
+        max_active_tis_per_dag=None if DESTINATION_AET else 1,
         **common,
-    ).expand(uids=plan)
-    get = DicomGetOperator.partial(task_id="retrieve_get", **common).expand(uids=plan)
+    ).expand(uids_file=plan)
+    get = DicomGetOperator.partial(task_id="retrieve_get", **common).expand(uids_file=plan)
     service >> [move, get]
 
     arrival = DicomArrivalSensor(
@@ -275,6 +354,10 @@ with DAG(
         studies_xcom_key="studies",
         quiet_period=QUIET_PERIOD,
         poke_interval=3,
+        include_files=False,
+        # the manifest goes to a file; the XCom and the trigger event carry its summary
+        manifest_path=DATA_DIR
+        + "/retrieve/{{ run_id | replace(':', '') | replace('+', '_') }}/arrivals.json",
         timeout=ARRIVAL_TIMEOUT,
         deferrable=ARRIVAL_MODE != "reschedule",
         mode="reschedule" if ARRIVAL_MODE == "reschedule" else "poke",
@@ -287,17 +370,22 @@ with DAG(
         """Per study: retrieved and arrived completely, or why not; fail the run if any study is missing."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from airflow_dicom.dimse.arrivals import assess_studies
+        from airflow_dicom.dimse.arrivals import assess_studies, read_manifest
         from airflow_dicom.dimse.arrivals import manifest as arrival_manifest
         from airflow_dicom.landing.report import latest_rows
 
         ti, run_id = context["ti"], context["run_id"]
-        studies: dict[str, int | None] = ti.xcom_pull(task_ids="make_batches", key="studies") or {}
+        from airflow_dicom.sensors.arrival import parse_studies
+
+        planned = ti.xcom_pull(task_ids="make_batches", key="studies") or {}
+        studies: dict[str, int | None] = parse_studies(planned) if planned.get("studies") else {}
         service = context["params"]["service"]
         attempts: dict[str, dict[str, Any]] = {}
         if studies:
             attempts = {uid: row for (_, uid), row in latest_rows(REPORTS_DIR).items() if uid in studies}
         arrived = ti.xcom_pull(task_ids="arrival")
+        if arrived:
+            arrived = read_manifest(arrived)
         if not arrived and studies:  # the sensor failed or was stopped: look at the arrivals directly
             arrived = arrival_manifest(
                 RECEIVED_DIR,
@@ -337,6 +425,8 @@ with DAG(
         )
         for uid, reason in failed.items():
             log.error("incomplete study %s: %s", uid, reason)
+        if len(failed) > 100:  # the XCom stays small: the log lists them all
+            summary["failed_studies"] = dict(list(failed.items())[:100])
         if failed:
             ti.xcom_push(key="return_value", value=summary)
             raise AirflowFailException(

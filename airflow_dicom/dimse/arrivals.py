@@ -398,6 +398,39 @@ def manifest(data_dir: str | os.PathLike[str], progress: list[StudyProgress]) ->
     }
 
 
+def write_manifest(path: str | os.PathLike[str], result: dict) -> dict:
+    """Write ``result`` (a :func:`manifest`) to ``path`` as JSON (atomically); return a small summary of it.
+
+    The summary (``manifest_path``, ``studies``, ``instances``, ``bytes``, ``data_dir``) is what goes into an
+    XCom or a trigger event: its size does not grow with the number of studies.
+
+    :param path: the JSON file to write (its directory is created).
+    :param result: the manifest.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    os.replace(tmp, target)
+    return {
+        "manifest_path": str(target),
+        "data_dir": result["data_dir"],
+        "studies": len(result["studies"]),
+        "instances": result["instances"],
+        "bytes": result["bytes"],
+    }
+
+
+def read_manifest(value: dict) -> dict:
+    """The full manifest behind a :func:`write_manifest` summary (or ``value`` itself if it is one).
+
+    :param value: a summary or a manifest.
+    """
+    if "manifest_path" in value:
+        return json.loads(Path(value["manifest_path"]).read_text(encoding="utf-8"))
+    return value
+
+
 def now() -> float:
     """Current time in epoch seconds (the clock arrival records use)."""
     return time.time()

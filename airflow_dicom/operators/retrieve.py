@@ -37,6 +37,7 @@ from airflow_dicom.dimse.tls import embedded_receiver_tls
 from airflow_dicom.dimse.window import TimeWindow
 from airflow_dicom.hooks.dicom import DicomHook
 from airflow_dicom.hooks.dicomweb import DicomWebHook, retrieval_hook
+from airflow_dicom.landing.claims import claim, read_batch
 
 #: at most this many failed UIDs are spelled out in the task's failure message (all are in the report)
 MAX_LISTED_FAILURES = 50
@@ -77,6 +78,7 @@ class _DicomRetrieveOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "dicom_conn_id",
         "uids",
+        "uids_file",
         "level",
         "find_results",
         "find_filter",
@@ -93,6 +95,7 @@ class _DicomRetrieveOperator(BaseOperator):
         *,
         dicom_conn_id: str = DicomHook.default_conn_name,
         uids: Any = None,
+        uids_file: str | None = None,
         level: str = "STUDY",
         find_results: Any = None,
         find_filter: Any = None,
@@ -113,6 +116,7 @@ class _DicomRetrieveOperator(BaseOperator):
         super().__init__(**kwargs)
         self.dicom_conn_id = dicom_conn_id
         self.uids = uids
+        self.uids_file = uids_file
         self.level = level
         self.find_results = find_results
         self.find_filter = find_filter
@@ -128,8 +132,11 @@ class _DicomRetrieveOperator(BaseOperator):
         self.window = window
         self.timezone = timezone
         self.calling_ae_title = calling_ae_title
-        if uids is None and find_results is None:
-            raise InvalidRequestError("give the items to retrieve: uids=[...] or find_results=<path or XCom>")
+        if uids is None and find_results is None and uids_file is None:
+            raise InvalidRequestError(
+                "give the items to retrieve: uids=[...], uids_file=<batch file> "
+                "or find_results=<path or XCom>"
+            )
         # fail at parse time on what can be checked before templating
         RetrieveOptions(
             parallel=parallel,
@@ -147,6 +154,10 @@ class _DicomRetrieveOperator(BaseOperator):
         level = normalise_level(self.level)
         source = self.find_results
         uids = self.uids
+        if self.uids_file:
+            if uids is not None or source is not None:
+                raise InvalidRequestError("give either uids_file, uids or find_results, not several")
+            uids = read_batch(str(self.uids_file))
         if isinstance(uids, dict) and "path" in uids:  # the find operator's XCom passed as uids
             source, uids = uids, None
         if uids is not None and source is not None:
@@ -184,6 +195,9 @@ class _DicomRetrieveOperator(BaseOperator):
 
     # -- execution
     def execute(self, context: Any) -> dict[str, Any]:
+        if self.uids_file:  # one batch of a shared plan: never retrieved by two tasks at once
+            with claim(str(self.uids_file)):
+                return self._slot(context, {})
         return self._slot(context, {})
 
     def execute_resume(
@@ -336,6 +350,8 @@ class DicomMoveOperator(_DicomRetrieveOperator):
 
     :param dicom_conn_id: the PACS connection (templated).
     :param uids: UIDs to retrieve (templated; a list, a string of UIDs, or the find operator's XCom).
+    :param uids_file: a batch file (one UID per line, templated) in the shared data directory, instead of
+        ``uids``: the task claims the batch (``landing.claims``) so no two tasks retrieve it at once.
     :param level: PATIENT, STUDY, SERIES or IMAGE (templated).
     :param find_results: path of the find operator's Parquet dataset, or its XCom (templated).
     :param find_filter: filter on the find results: a pandas query or ``{column: value(s)}`` (templated).

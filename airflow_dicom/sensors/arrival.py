@@ -20,7 +20,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_dicom.dimse.arrivals import StudyProgress, assess_studies, manifest
+from airflow_dicom.dimse.arrivals import StudyProgress, assess_studies, manifest, write_manifest
 from airflow_dicom.dimse.errors import InvalidRequestError
 from airflow_dicom.dimse.storage_layout import is_valid_uid
 from airflow_dicom.triggers.arrival import DicomArrivalTrigger
@@ -127,6 +127,10 @@ class DicomArrivalSensor(BaseSensorOperator):
     :param studies_from_dataset: take the studies from a C-FIND Parquet dataset (templated).
     :param quiet_period: seconds without a new instance that complete a study of unknown size.
     :param include_files: list every stored file in the manifest.
+    :param manifest_path: write the manifest there (JSON, templated) and return only its summary
+        (``manifest_path``, ``studies``, ``instances``, ``bytes``, ``data_dir``): the XCom and the trigger
+        event stay small whatever the number of studies. Studies taken from a Parquet (a ``{"path": ...}``
+        XCom or ``studies_from_dataset``) are then read by the trigger, not passed in its kwargs.
     :param deferrable: wait in the triggerer (default) instead of a worker slot.
     :param poke_interval: seconds between checks (default 10).
     :param timeout: seconds before failing (default 24 h).
@@ -138,6 +142,7 @@ class DicomArrivalSensor(BaseSensorOperator):
         "expected_instances",
         "studies_from_task",
         "studies_from_dataset",
+        "manifest_path",
     )
     ui_color = "#c9e4f5"
 
@@ -152,6 +157,7 @@ class DicomArrivalSensor(BaseSensorOperator):
         studies_from_dataset: str | None = None,
         quiet_period: float = 60.0,
         include_files: bool = True,
+        manifest_path: str | None = None,
         deferrable: bool = True,
         poke_interval: float = 10.0,
         timeout: float = 24 * 3600.0,
@@ -168,6 +174,8 @@ class DicomArrivalSensor(BaseSensorOperator):
         self.studies_from_dataset = studies_from_dataset
         self.quiet_period = quiet_period
         self.include_files = include_files
+        self.manifest_path = manifest_path
+        self._studies_path: str | None = None
         self.deferrable = deferrable
         self._expected: dict[str, int | None] | None = None
 
@@ -188,11 +196,16 @@ class DicomArrivalSensor(BaseSensorOperator):
                     "to take studies from"
                 )
             expected.update(parse_studies(pulled))
+            if isinstance(pulled, Mapping) and isinstance(pulled.get("path"), str):
+                self._studies_path = pulled["path"]
         if self.studies_from_dataset:
+            self._studies_path = str(self.studies_from_dataset)
             expected.update(expected_from_find_dataset(str(self.studies_from_dataset)))
         counts = self.expected_instances
         if isinstance(counts, str) and counts.strip():
             counts = json.loads(counts) if counts.strip().startswith("{") else int(counts)
+        if self.studies or counts or (self.studies_from_task and self.studies_from_dataset):
+            self._studies_path = None  # several sources: the trigger gets the merged dict
         if isinstance(counts, int):
             expected = {uid: counts for uid in expected}
         elif isinstance(counts, Mapping):
@@ -239,12 +252,14 @@ class DicomArrivalSensor(BaseSensorOperator):
         progress = self._assess()
         self._log_progress(progress)
         if all(p.complete for p in progress):
-            return manifest(self.data_dir, progress)
+            return self._result(progress)
         timeout = float(self.timeout) if self.timeout is not None else None
         self.defer(
             trigger=DicomArrivalTrigger(
                 data_dir=str(self.data_dir),
-                studies=self._expected,
+                studies={} if self.manifest_path and self._studies_path else self._expected,
+                studies_path=self._studies_path if self.manifest_path else None,
+                manifest_path=self.manifest_path,
                 quiet_period=self.quiet_period,
                 poke_interval=float(self.poke_interval),
                 deadline=None if timeout is None else time.time() + timeout,
@@ -262,9 +277,7 @@ class DicomArrivalSensor(BaseSensorOperator):
         progress = self._assess()
         self._log_progress(progress)
         complete = all(p.complete for p in progress)
-        return PokeReturnValue(
-            is_done=complete, xcom_value=manifest(self.data_dir, progress) if complete else None
-        )
+        return PokeReturnValue(is_done=complete, xcom_value=self._result(progress) if complete else None)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired: return the manifest, or fail listing the incomplete studies."""
@@ -272,16 +285,21 @@ class DicomArrivalSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(f"{self.task_id}: the arrival trigger returned no event")
         if event.get("status") == "success":
             result = event["manifest"]
+            studies = result["studies"]
             self.log.info(
                 "%d studies complete: %d instances, %d bytes",
-                len(result["studies"]),
+                studies if isinstance(studies, int) else len(studies),
                 result["instances"],
                 result["bytes"],
             )
             return result
         lines = event.get("incomplete") or []
-        total = len(event.get("manifest", {}).get("studies", {}))
+        total = int(event.get("studies") or len(event.get("manifest", {}).get("studies", {})))
         raise AirflowSensorTimeout(self._format_timeout(lines, total))
+
+    def _result(self, progress: list[StudyProgress]) -> dict[str, Any]:
+        result = manifest(self.data_dir, progress)
+        return write_manifest(self.manifest_path, result) if self.manifest_path else result
 
     def _timeout_message(self, progress: list[StudyProgress]) -> str:
         lines = [p.describe(self.quiet_period) for p in progress if not p.complete]

@@ -18,7 +18,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
-from airflow_dicom.dimse.arrivals import active_studies, assess_studies, manifest, study_arrivals
+from airflow_dicom.dimse.arrivals import (
+    active_studies,
+    assess_studies,
+    manifest,
+    study_arrivals,
+    write_manifest,
+)
 
 
 class DicomArrivalTrigger(BaseTrigger):
@@ -33,6 +39,9 @@ class DicomArrivalTrigger(BaseTrigger):
     :param poke_interval: seconds between checks.
     :param deadline: epoch seconds after which the trigger reports a timeout (None: never).
     :param include_files: list every file in the manifest.
+    :param studies_path: a Parquet of the studies (``StudyInstanceUID``, ``NumberOfStudyRelatedInstances``)
+        read by the trigger, instead of ``studies``: the trigger's kwargs then stay small.
+    :param manifest_path: write the manifest there (JSON) and send only its summary in the event.
     """
 
     def __init__(
@@ -44,6 +53,8 @@ class DicomArrivalTrigger(BaseTrigger):
         poke_interval: float = 10.0,
         deadline: float | None = None,
         include_files: bool = True,
+        studies_path: str | None = None,
+        manifest_path: str | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = str(data_dir)
@@ -52,6 +63,8 @@ class DicomArrivalTrigger(BaseTrigger):
         self.poke_interval = float(poke_interval)
         self.deadline = None if deadline is None else float(deadline)
         self.include_files = bool(include_files)
+        self.studies_path = studies_path
+        self.manifest_path = manifest_path
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and keyword arguments."""
@@ -64,11 +77,22 @@ class DicomArrivalTrigger(BaseTrigger):
                 "poke_interval": self.poke_interval,
                 "deadline": self.deadline,
                 "include_files": self.include_files,
+                "studies_path": self.studies_path,
+                "manifest_path": self.manifest_path,
             },
         )
 
+    def _manifest(self, progress: list) -> dict[str, Any]:
+        result = manifest(self.data_dir, progress)
+        return write_manifest(self.manifest_path, result) if self.manifest_path else result
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Check the studies every ``poke_interval`` seconds until complete or past the deadline."""
+        if self.studies_path and not self.studies:
+            # imported here: the sensor module imports this one
+            from airflow_dicom.sensors.arrival import expected_from_find_dataset
+
+            self.studies = await asyncio.to_thread(expected_from_find_dataset, self.studies_path)
         while True:
             progress = await asyncio.to_thread(
                 assess_studies,
@@ -82,14 +106,15 @@ class DicomArrivalTrigger(BaseTrigger):
                 self.log.info(
                     "all %d studies complete (%d instances)", len(progress), sum(p.received for p in progress)
                 )
-                yield TriggerEvent({"status": "success", "manifest": manifest(self.data_dir, progress)})
+                yield TriggerEvent({"status": "success", "manifest": self._manifest(progress)})
                 return
             if self.deadline is not None and time.time() >= self.deadline:
                 yield TriggerEvent(
                     {
                         "status": "timeout",
                         "incomplete": [p.describe(self.quiet_period) for p in incomplete],
-                        "manifest": manifest(self.data_dir, progress),
+                        "manifest": self._manifest(progress),
+                        "studies": len(progress),
                     }
                 )
                 return

@@ -21,6 +21,9 @@ import pytest
 from dagrun import EXAMPLE_DAGS_FOLDER, get_example_dag, task_states, xcom
 from harness.ports import free_port
 
+from airflow_dicom.dimse.arrivals import read_manifest
+from airflow_dicom.landing.claims import read_batch
+
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
 
 EXAMPLE_FILES = sorted(EXAMPLE_DAGS_FOLDER.glob("*.py"))
@@ -230,8 +233,15 @@ def test_retrieve_by_date_range_moves_every_instance_and_reports_complete(exampl
     assert report["requested"] == report["complete"] == len(studies)
     assert report["failed"] == 0 and report["failed_studies"] == {}
     assert report["instances"] == len(wanted)
-    manifest = xcom(dag_run, "arrival")
+    summary = xcom(dag_run, "arrival")  # the manifest is a file; the XCom its summary
+    assert (summary["studies"], summary["instances"]) == (len(studies), len(wanted))
+    manifest = read_manifest(summary)
     assert set(manifest["studies"]) == {s.study_uid for s in studies}
+    # every XCom holds paths and counts, not one entry per study or file
+    batches = xcom(dag_run, "make_batches")
+    assert [read_batch(path) for path in batches] == [
+        sorted(s.study_uid for s in studies)[n : n + 2] for n in range(0, len(studies), 2)
+    ]
 
 
 def test_retrieve_given_uids_with_get_reports_the_study_the_pacs_lacks(example_env, monkeypatch) -> None:

@@ -1,0 +1,1 @@
+"""A distributed Airflow stack (CeleryExecutor, PostgreSQL, Redis, two workers): tests, `make distributed`."""
