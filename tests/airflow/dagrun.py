@@ -99,6 +99,24 @@ def airflow_cli(
 EXAMPLE_DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
 
+def forget_active_assets() -> None:
+    """Deactivate every asset of the session's metadata database.
+
+    The example DAGs name their assets after what they write (``dicom_find_studies`` at
+    ``<data dir>/find/studies``) and each test gives them its own data directory. Airflow keeps one active
+    asset per name: once a test registered ``dicom_find_studies`` under its directory, the next test's
+    asset of that name under another directory stays inactive and its task fails before it starts
+    (``AirflowInactiveAssetInInletOrOutletException``). A deployment has one data directory; the tests drop
+    the active marks so that ``dag.test()`` activates the assets of the DAG it writes.
+    """
+    from airflow.models.asset import AssetActive
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    with create_session() as session:
+        session.execute(delete(AssetActive))
+
+
 def get_example_dag(dag_id: str) -> Any:
     """Load ``dag_id`` from the repository's example DAG folder ``dags/`` (``<dag_id>.py``).
 
@@ -108,6 +126,7 @@ def get_example_dag(dag_id: str) -> Any:
     """
     from airflow.dag_processing.dagbag import DagBag
 
+    forget_active_assets()
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS_FOLDER / f"{dag_id}.py"))
     assert not bag.import_errors, bag.import_errors
     dag = bag.get_dag(dag_id)
