@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,6 +81,10 @@ def test_plain_client_on_a_tls_port(serve, pki) -> None:
     rx = serve(pki.server)
     with pytest.raises(AssociationAbortedError, match="if that port expects DICOM over TLS, turn TLS on"):
         echo(DicomNode("127.0.0.1", rx.port, "RX", acse_timeout=10))
+    # the client sees the reset before the receiver's screening thread has counted the refusal
+    deadline = time.monotonic() + 10
+    while rx.refused != {"tls": 1} and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert rx.refused == {"tls": 1}
 
 
