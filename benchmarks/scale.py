@@ -86,9 +86,8 @@ def scale_pacs(studies: int = STUDIES, aet: str = "PACS") -> Iterator[tuple[obje
                 list(pool.map(lambda i: pacs.upload(corpus.paths[i.sop_uid].read_bytes()), corpus.instances))
             shutil.rmtree(files, ignore_errors=True)
             if pacs.count_instances() != len(corpus.instances):
-                raise RuntimeError(
-                    f"scale set: Orthanc holds {pacs.count_instances()} instances, planned {len(corpus.instances)}"
-                )
+                held, planned = pacs.count_instances(), len(corpus.instances)
+                raise RuntimeError(f"scale set: Orthanc holds {held} instances, planned {planned}")
             marker.write_text(expected)
         yield pacs, corpus
     finally:
