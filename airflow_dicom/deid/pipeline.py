@@ -105,7 +105,7 @@ class Pseudonymiser:
     ) -> None:
         self.key = key
         self.options = options or ProfileOptions()
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir).resolve()
         self.layout = Layout.parse(layout)
         self.mapping = mapping
         self.calling_ae = calling_ae

@@ -20,7 +20,7 @@ from harness.disk import sop_uids_on_disk
 from harness.receiver_proc import CLI, ReceiverProcess
 from harness.synth import make_instance, write_dataset
 
-from airflow_dicom.dimse import echo
+from airflow_dicom.dimse.echo import echo
 from airflow_dicom.dimse.errors import AssociationAbortedError, AssociationRejectedError
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.receiver import Receiver

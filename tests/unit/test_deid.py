@@ -156,6 +156,8 @@ def test_keys(tmp_path: Path) -> None:
     assert KEY.uid(uid) != other.uid(uid)
     assert KEY.uid("1.2.840.10008.1.2.1") == "1.2.840.10008.1.2.1"  # transfer syntax
     assert KEY.uid("1.2.840.10008.2.16.4") == "1.2.840.10008.2.16.4"  # DCM coding scheme
+    # every UID pydicom knows is kept (the rule is the standard's root, which also covers newer ones)
+    assert all(KEY.uid(known) == known for known in UID_dictionary)
     assert KEY.fingerprint != other.fingerprint and "unit-test" not in repr(KEY)
     assert -3651 <= KEY.date_shift_days("X") <= -365
     with pytest.raises(InvalidKeyError, match="at least 16"):
