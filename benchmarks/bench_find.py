@@ -22,6 +22,7 @@ import shutil
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -182,9 +183,91 @@ def rows(workdir: Path) -> list[dict[str, Any]]:
     ]
 
 
+def _timed(
+    command: list[str], env: dict[str, str] | None = None, before: Any = None
+) -> tuple[float, float, str]:
+    """Run one whole command: wall seconds, the child's peak RSS in MB (``wait4``) and its stdout.
+
+    :param command: the command.
+    :param env: its environment.
+    :param before: called first (e.g. to empty the output directory), not timed.
+    """
+    if before is not None:
+        before()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return elapsed, usage.ru_maxrss / 1024, stdout
+
+
+def _best_rss(command: list[str], runs: int = 3, env: dict[str, str] | None = None, before: Any = None):  # noqa: ANN202
+    """Best of ``runs`` of :func:`_timed`: (fastest seconds, highest peak RSS MB, last stdout)."""
+    best, peak, stdout = float("inf"), 0.0, ""
+    for _ in range(runs):
+        seconds, rss, stdout = _timed(command, env, before)
+        best, peak = min(best, seconds), max(peak, rss)
+    return best, peak, stdout
+
+
+def scale_rows(workdir: Path) -> list[dict[str, Any]]:
+    """The scale set (2,000 studies in Orthanc): STUDY level for the year -> Parquet vs ``findscu -S``.
+
+    ``findscu`` in its fastest form: one query with the keys ours returns, responses neither printed nor
+    written (no ``-X``; its log at the default level). Ours: the whole command with the default STUDY
+    keys. Best of three each, back to back; peak RSS of each command from ``wait4``.
+
+    :param workdir: a scratch directory.
+    """
+    from harness.dcmtk import DCMTK_ENV, dcmtk_tool
+
+    from airflow_dicom.dimse.query import DEFAULT_RETURN_KEYS
+    from benchmarks.common import CLI
+    from benchmarks.scale import YEAR, scale_pacs
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    keys = DEFAULT_RETURN_KEYS["STUDY"]
+    with scale_pacs() as (pacs, corpus):
+        n_studies = len(corpus.studies)  # type: ignore[attr-defined]
+        host, port, aet = "127.0.0.1", str(pacs.dicom_port), pacs.aet  # type: ignore[attr-defined]
+        out = workdir / "ours"
+        ours_cmd = [CLI, "find", "--host", host, "--port", port, "--aet", aet, "--level", "STUDY"]
+        ours_cmd += ["--from", f"{YEAR}-01-01", "--to", f"{YEAR}-12-31", "--out", str(out)]
+        dcmtk_cmd = [dcmtk_tool("findscu"), "-S", "-aet", "FINDSCU", "-aec", aet]
+        dcmtk_cmd += ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyDate={YEAR}0101-{YEAR}1231"]
+        dcmtk_cmd += ["-k", "StudyInstanceUID"] + [arg for k in keys for arg in ("-k", k)] + [host, port]
+        ours_env = {**os.environ, "TCP_NODELAY": "1"}
+        ours_s, ours_mb, stdout = _best_rss(ours_cmd, env=ours_env, before=lambda: shutil.rmtree(out, True))
+        dcmtk_s, dcmtk_mb, _ = _best_rss(dcmtk_cmd, env=DCMTK_ENV)
+        ours_rows = int(stdout.split()[0])
+    load = os.getloadavg()[0]
+    return [
+        {
+            "name": f"find STUDY, 1 year, scale set ({n_studies} studies) -> Parquet (CLI)",
+            "ours_s": round(ours_s, 3),
+            "dcmtk_s": round(dcmtk_s, 3),
+            "ratio": round(ours_s / dcmtk_s, 2),
+            "goal": 3,
+            "note": (
+                f"findscu -S, one query, no -X; rows: ours {ours_rows}; peak RSS ours {ours_mb:.0f} MB "
+                f"(goal < 150), findscu {dcmtk_mb:.0f} MB; load {load:.2f}"
+            ),
+        }
+    ]
+
+
 def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="what")
+    sub.add_parser("scale", help="only the scale-set rows (python -m benchmarks.bench_find scale)")
     baseline = sub.add_parser("pacsanini", help="run the pacsanini-style baseline once; print JSON")
     baseline.add_argument("--host", required=True)
     baseline.add_argument("--port", type=int, required=True)
@@ -197,10 +280,8 @@ def _main() -> None:
         windows = -(-((last - first).days + 1) // 15)
         print(json.dumps({"studies": sorted(found), "associations": windows * 26}))
         return
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="bench-find-") as tmp:
-        for row in rows(Path(tmp)):
+        for row in (scale_rows if args.what == "scale" else rows)(Path(tmp)):
             print(json.dumps(row))
 
 

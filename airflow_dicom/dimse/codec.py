@@ -229,12 +229,41 @@ class ElementWalker:
             pos = value + length
         return found
 
+    def elements(self, stop: int = 0xFFFFFFFF) -> dict[int, tuple[bytes | None, bytes]]:
+        """``{tag: (VR, raw value)}`` of the top-level elements of defined length, up to tag ``stop``.
+
+        Sequences and other undefined-length values are walked over and left out; the VR is None in
+        implicit VR. (A C-FIND identifier's values, for :mod:`airflow_dicom.dimse.query.match`.)
+
+        :param stop: the last tag of interest; the walk ends at the first element after it.
+        :raises MalformedDicomError: malformed before ``stop`` (or an item tag at the top level).
+        """
+        found: dict[int, tuple[bytes | None, bytes]] = {}
+        data, end, pos = self.data, self.end, 0
+        header = self.header
+        while pos < end:
+            tag, vr, length, value = header(pos)
+            if tag > stop:
+                break
+            if tag >> 16 == 0xFFFE:
+                raise MalformedDicomError(f"item tag {tag_text(tag)} outside a sequence")
+            if length == UNDEFINED_LENGTH or value + length > end or vr == b"SQ":
+                pos = self.skip(tag, vr, length, value)
+                continue
+            found[tag] = (vr, bytes(data[value : value + length]))
+            pos = value + length
+        return found
+
 
 # ---------------------------------------------------------------------------- command sets
 
 #: Command Field values (PS3.7 E.1)
 C_STORE_RQ = 0x0001
 C_STORE_RSP = 0x8001
+C_FIND_RQ = 0x0020
+C_FIND_RSP = 0x8020
+#: Command Data Set Type: a data set follows (as pynetdicom writes it)
+DATASET_PRESENT = 0x0001
 #: Command Data Set Type: no data set follows
 NO_DATASET = 0x0101
 #: PDV message control header: a command's last (or only) fragment (PS3.8 E.2)
@@ -308,6 +337,56 @@ def encode_c_store_rsp(
     if sop_instance_uid:
         elements.append(command_element(0x1000, uid_value(sop_instance_uid)))
     return encode_command_set(elements)
+
+
+def encode_c_find_rq(msg_id: int, sop_class_uid: str, priority: int = 2) -> bytes:
+    """The C-FIND-RQ command set (PS3.7 9.3.2.1), as pynetdicom encodes it for the same primitive.
+
+    :param msg_id: the Message ID (1-65535).
+    :param sop_class_uid: the Affected SOP Class UID (the query/retrieve information model).
+    :param priority: 0 medium, 1 high, 2 low.
+    """
+    return encode_command_set(
+        [
+            command_element(0x0002, uid_value(sop_class_uid)),
+            command_element(0x0100, _U16.pack(C_FIND_RQ)),
+            command_element(0x0110, _U16.pack(msg_id)),
+            command_element(0x0700, _U16.pack(priority)),
+            command_element(0x0800, _U16.pack(DATASET_PRESENT)),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class FindResponse:
+    """A decoded C-FIND-RSP command set; attribute names follow pynetdicom's ``C_FIND`` primitive.
+
+    :ivar has_identifier: a data set (the identifier) follows the command.
+    """
+
+    MessageIDBeingRespondedTo: int | None
+    Status: int | None
+    has_identifier: bool
+    ErrorComment: str | None = None
+    OffendingElement: tuple[int, ...] | None = None
+
+
+def decode_c_find_rsp(command: bytes) -> FindResponse | None:
+    """Decode a command set if it is a C-FIND-RSP, else return None.
+
+    :param command: the encoded command set.
+    """
+    values = decode_command_set(command)
+    if values is None or values.get(0x0100) != _U16.pack(C_FIND_RSP):
+        return None
+    offending, comment = values.get(0x0901), values.get(0x0902)
+    return FindResponse(
+        MessageIDBeingRespondedTo=us_value(values.get(0x0120)),
+        Status=us_value(values.get(0x0900)),
+        has_identifier=us_value(values.get(0x0800)) != NO_DATASET,
+        ErrorComment=decode_text(comment) if comment is not None else None,
+        OffendingElement=_at_values(offending) if offending else None,
+    )
 
 
 def decode_command_set(data: bytes) -> dict[int, bytes] | None:

@@ -9,10 +9,11 @@ from datetime import date
 from typing import Any
 
 from airflow_dicom.dicomweb.node import DicomWebNode
-from airflow_dicom.dicomweb.qido import qido_find
+from airflow_dicom.dicomweb.qido import qido_matches
 from airflow_dicom.dimse.errors import InvalidRequestError
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.query import FindQuery, FindStats, find
+from airflow_dicom.dimse.query import FindQuery, FindStats
+from airflow_dicom.dimse.query.walk import find_matches
 from airflow_dicom.landing.parquet import write_parquet
 from airflow_dicom.landing.storage import display_path
 from airflow_dicom.landing.table import TableBuilder
@@ -109,10 +110,10 @@ def find_and_land(
     stats = FindStats()
     if isinstance(node, DicomWebNode):
         label = source_node or node.name or node.url
-        finder: Any = qido_find
+        finder: Any = qido_matches
     else:
         label = source_node or node.name or f"{node.called_ae_title}@{node.host}:{node.port}"
-        finder = find
+        finder = find_matches
     builder = TableBuilder(query.columns, source_node=label, level=query.level, interval=query.date_range)
     builder.extend(finder(node, query, max_results_per_query=max_results_per_query, stats=stats))
     table = builder.table()

@@ -32,10 +32,9 @@ from typing import Any
 import pyarrow as pa
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName
 
-from airflow_dicom.dimse.query import DateRange, multi_values
+from airflow_dicom.dimse.query import DateRange
+from airflow_dicom.dimse.query.match import Match, element_items
 
 log = logging.getLogger(__name__)
 
@@ -191,24 +190,13 @@ def schema_for(columns: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _raw(row: Dataset | Mapping[str, Any], keyword: str) -> Any:
+def _items(row: Match | Dataset | Mapping[str, Any], keyword: str) -> list[Any]:
+    """The values of ``keyword`` in a row (a match, a pydicom Dataset or a keyword -> value mapping)."""
+    if isinstance(row, Match):
+        return row.items(keyword)
     if isinstance(row, Dataset):
-        if keyword not in row:
-            return None
-        return row[keyword].value
-    return row.get(keyword)
-
-
-def _texts(value: Any) -> list[Any]:
-    """Element value -> list of its values (text, or already typed values from a mapping)."""
-    if value is None:
-        return []
-    if isinstance(value, PersonName):
-        text = str(value)
-        return [text] if text else []
-    if isinstance(value, (str, bytes, MultiValue, list, tuple)):
-        return multi_values(value)
-    return [value]
+        return element_items(row[keyword].value) if keyword in row else []
+    return element_items(row.get(keyword))
 
 
 class TableBuilder:
@@ -234,8 +222,7 @@ class TableBuilder:
         self.invalid: Counter[str] = Counter()
         self.rows = 0
 
-    def _value(self, keyword: str, raw: Any) -> Any:
-        items = _texts(raw)
+    def _value(self, keyword: str, items: list[Any]) -> Any:
         convert = self._convert[keyword]
         out = []
         for item in items:
@@ -250,16 +237,16 @@ class TableBuilder:
             self.invalid[keyword] += 1  # several values where the dictionary allows one: keep the first
         return out[0] if out else None
 
-    def add(self, row: Dataset | Mapping[str, Any]) -> None:
-        """Add one result row (a pydicom Dataset or a keyword -> value mapping).
+    def add(self, row: Match | Dataset | Mapping[str, Any]) -> None:
+        """Add one result row (a :class:`Match`, a pydicom Dataset or a keyword -> value mapping).
 
         :param row: the row.
         """
         for keyword in self.columns:
-            self._data[keyword].append(self._value(keyword, _raw(row, keyword)))
+            self._data[keyword].append(self._value(keyword, _items(row, keyword)))
         self.rows += 1
 
-    def extend(self, rows: Iterable[Dataset | Mapping[str, Any]]) -> TableBuilder:
+    def extend(self, rows: Iterable[Match | Dataset | Mapping[str, Any]]) -> TableBuilder:
         """Add every row of ``rows``; return self.
 
         :param rows: result rows.
