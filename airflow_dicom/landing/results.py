@@ -6,10 +6,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_dicom.dicomweb.node import DicomWebNode
-from airflow_dicom.dicomweb.qido import qido_matches
 from airflow_dicom.dimse.errors import InvalidRequestError
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.query import FindQuery, FindStats
@@ -18,6 +16,9 @@ from airflow_dicom.landing.parquet import write_parquet
 from airflow_dicom.landing.storage import display_path
 from airflow_dicom.landing.table import TableBuilder
 from airflow_dicom.landing.tabular import write_csv, write_sql
+
+if TYPE_CHECKING:
+    from airflow_dicom.dicomweb.node import DicomWebNode
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,9 @@ def find_and_land(
         raise InvalidRequestError("the sql format needs a table name (sql_table)")
     started = time.monotonic()
     stats = FindStats()
-    if isinstance(node, DicomWebNode):
+    if not isinstance(node, DicomNode):  # a DicomWebNode (its HTTP client is imported only then)
+        from airflow_dicom.dicomweb.qido import qido_matches  # noqa: PLC0415
+
         label = source_node or node.name or node.url
         finder: Any = qido_matches
     else:

@@ -199,17 +199,31 @@ def _items(row: Match | Dataset | Mapping[str, Any], keyword: str) -> list[Any]:
     return element_items(row.get(keyword))
 
 
+#: rows typed into one Arrow record batch at a time (the Python values of a batch are then let go)
+BATCH_ROWS = 8192
+
+
 class TableBuilder:
     """Accumulate C-FIND rows into typed columns; :meth:`table` gives the pyarrow table.
+
+    Rows are typed into Arrow record batches of :data:`BATCH_ROWS` as they come (a few hundred bytes per
+    row instead of a Python object per value).
 
     :param columns: the DICOM keywords of the table (e.g. :attr:`FindQuery.columns`).
     :param source_node: the node the rows came from (``AET@host:port`` or the connection id).
     :param level: the query level.
     :param interval: the queried study-date interval (or ``None``).
+    :param batch_rows: rows per record batch.
     """
 
     def __init__(
-        self, columns: Sequence[str], *, source_node: str, level: str, interval: DateRange | None
+        self,
+        columns: Sequence[str],
+        *,
+        source_node: str,
+        level: str,
+        interval: DateRange | None,
+        batch_rows: int = BATCH_ROWS,
     ) -> None:
         self.columns = tuple(columns)
         self.schema = schema_for(self.columns)
@@ -219,6 +233,9 @@ class TableBuilder:
         self._multi = {k: _is_multi(k) for k in self.columns}
         self._convert = {k: _converter(k) for k in self.columns}
         self._data: dict[str, list[Any]] = {k: [] for k in self.columns}
+        self._batches: list[pa.RecordBatch] = []
+        self._pending = 0
+        self.batch_rows = max(1, int(batch_rows))
         self.invalid: Counter[str] = Counter()
         self.rows = 0
 
@@ -245,6 +262,9 @@ class TableBuilder:
         for keyword in self.columns:
             self._data[keyword].append(self._value(keyword, _items(row, keyword)))
         self.rows += 1
+        self._pending += 1
+        if self._pending >= self.batch_rows:
+            self._flush()
 
     def extend(self, rows: Iterable[Match | Dataset | Mapping[str, Any]]) -> TableBuilder:
         """Add every row of ``rows``; return self.
@@ -255,15 +275,12 @@ class TableBuilder:
             self.add(row)
         return self
 
-    def table(self) -> pa.Table:
-        """The typed table (logs how many values per keyword could not be parsed, without the values)."""
-        if self.invalid:
-            log.warning(
-                "values that are not valid for their VR were landed as nulls: %s",
-                ", ".join(f"{k}: {n}" for k, n in sorted(self.invalid.items())),
-            )
+    def _flush(self) -> None:
+        """Type the rows added since the last batch into a record batch."""
+        n = self._pending
+        if not n:
+            return
         arrays = [pa.array(self._data[k], type=self.schema.field(k).type) for k in self.columns]
-        n = self.rows
         first = self.interval.first if self.interval else None
         last = self.interval.last if self.interval else None
         arrays += [
@@ -272,7 +289,19 @@ class TableBuilder:
             pa.array([first] * n, pa.date32()),
             pa.array([last] * n, pa.date32()),
         ]
-        return pa.Table.from_arrays(arrays, schema=self.schema)
+        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self._data = {k: [] for k in self.columns}
+        self._pending = 0
+
+    def table(self) -> pa.Table:
+        """The typed table (logs how many values per keyword could not be parsed, without the values)."""
+        if self.invalid:
+            log.warning(
+                "values that are not valid for their VR were landed as nulls: %s",
+                ", ".join(f"{k}: {n}" for k, n in sorted(self.invalid.items())),
+            )
+        self._flush()
+        return pa.Table.from_batches(self._batches, schema=self.schema)
 
 
 def to_table(
