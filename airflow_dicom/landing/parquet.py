@@ -129,20 +129,24 @@ def write_parquet(
             interval.last if interval else None,
         )
     fs.create_dir(base, recursive=True)
+    existing = _day_directories(fs, base)
     rows = table.drop_columns([PARTITION_COLUMN])
+    order = [i for indices in days.values() for i in indices]  # each day's rows together: a slice each
+    if order != list(range(table.num_rows)):
+        rows = rows.take(pa.array(order, pa.int64()))
+    offset = 0
     for day, indices in days.items():
         directory = day_directory(base, day)
-        if fs.get_file_info(directory).type == pafs.FileType.Directory:
+        if directory.rsplit("/", 1)[-1] in existing:
             fs.delete_dir_contents(directory)
         else:
-            fs.create_dir(directory, recursive=True)
-        whole = len(indices) == table.num_rows
-        part = rows if whole else rows.take(pa.array(indices, pa.int64()))
-        pq.write_table(part, f"{directory}/{PART_FILE}", filesystem=fs)
-        result.rows += len(indices)
+            fs.create_dir(directory, recursive=False)
+        pq.write_table(rows.slice(offset, len(indices)), f"{directory}/{PART_FILE}", filesystem=fs)
+        offset += len(indices)
+    result.rows = offset
     result.days_written = sorted(d for d in days if d is not None)
     if interval is not None:
-        result.days_cleared = _clear_days(fs, base, interval, set(days))
+        result.days_cleared = _clear_days(fs, base, interval, set(days), existing)
     log.info(
         "landed %d rows in %d day partitions at %s (%d days of the interval cleared)",
         result.rows,
@@ -153,20 +157,29 @@ def write_parquet(
     return result
 
 
-def _clear_days(fs: pafs.FileSystem, base: str, interval: DateRange, keep: set[Any]) -> list[date]:
+def _day_directories(fs: pafs.FileSystem, base: str) -> dict[str, str]:
+    """The partition directories under ``base``: name (``StudyDate=...``) -> path."""
+    prefix = f"{PARTITION_COLUMN}="
+    return {
+        info.base_name: info.path
+        for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        if info.type == pafs.FileType.Directory and info.base_name.startswith(prefix)
+    }
+
+
+def _clear_days(
+    fs: pafs.FileSystem, base: str, interval: DateRange, keep: set[Any], existing: dict[str, str]
+) -> list[date]:
     """Delete the partitions of days in ``interval`` that are not in ``keep``; return those days."""
     cleared = []
     prefix = f"{PARTITION_COLUMN}="
-    for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
-        name = info.base_name
-        if info.type != pafs.FileType.Directory or not name.startswith(prefix):
-            continue
+    for name, path in existing.items():
         try:
             day = date.fromisoformat(name[len(prefix) :])
         except ValueError:
             continue
         if interval.first <= day <= interval.last and day not in keep:
-            fs.delete_dir(info.path)
+            fs.delete_dir(path)
             cleared.append(day)
     return sorted(cleared)
 

@@ -34,7 +34,7 @@ from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset
 
 from airflow_dicom.dimse.query import DateRange
-from airflow_dicom.dimse.query.match import Match, element_items
+from airflow_dicom.dimse.query.match import Match, element_items, key_specs
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,7 @@ class TableBuilder:
         self.interval = interval
         self._multi = {k: _is_multi(k) for k in self.columns}
         self._convert = {k: _converter(k) for k in self.columns}
+        self._keys = key_specs(self.columns)
         self._data: dict[str, list[Any]] = {k: [] for k in self.columns}
         self._batches: list[pa.RecordBatch] = []
         self._pending = 0
@@ -259,8 +260,12 @@ class TableBuilder:
 
         :param row: the row.
         """
-        for keyword in self.columns:
-            self._data[keyword].append(self._value(keyword, _items(row, keyword)))
+        if isinstance(row, Match):
+            for keyword, items in zip(self.columns, row.items_of(self._keys), strict=True):
+                self._data[keyword].append(self._value(keyword, items))
+        else:
+            for keyword in self.columns:
+                self._data[keyword].append(self._value(keyword, _items(row, keyword)))
         self.rows += 1
         self._pending += 1
         if self._pending >= self.batch_rows:

@@ -18,7 +18,7 @@ The result of reading a key is what the landing needs: :meth:`Match.items`, the 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from io import BytesIO
 from typing import Any
 
@@ -215,17 +215,37 @@ class Match:
         element = self._elements.get(tag)
         if element is None:
             return None
+        return self._decode(tag, element, _dictionary_vr(tag))
+
+    def _decode(self, tag: int, element: tuple[bytes | None, bytes], dictionary_vr: str) -> list[Any]:
+        """The values of one element of the encoded identifier."""
         vr_bytes, raw = element
-        vr = _dictionary_vr(tag) if vr_bytes is None else vr_bytes.decode("ascii", "replace")
         if not raw:
             return []
-        if vr_bytes is not None and vr != _dictionary_vr(tag):
-            items = None  # pydicom's own VR rules (UN replaced by the dictionary VR...)
-        else:
-            items = value_items(vr, raw, self._codec())
+        items = None
+        if vr_bytes is None:
+            items = value_items(dictionary_vr, raw, self._codec())
+        elif vr_bytes == dictionary_vr.encode("ascii", "replace"):  # else pydicom's rules (UN replaced...)
+            items = value_items(dictionary_vr, raw, self._codec())
         if items is None:
             items = element_items(self._pydicom_value(tag))
         return items
+
+    def items_of(self, keys: Sequence[tuple[str, int, str]]) -> list[list[Any]]:
+        """:meth:`items` of several keys at once (the landing's loop over a table's columns).
+
+        :param keys: ``(keyword, tag, dictionary VR)`` per key, e.g. from :func:`key_specs`.
+        """
+        if self._raw is None or self._parent is not None:
+            return [self.items(keyword) for keyword, _, _ in keys]
+        elements, decode, overrides, out = self._elements, self._decode, self._set, []
+        for keyword, tag, vr in keys:
+            if keyword in overrides:
+                out.append(element_items(overrides[keyword]))
+                continue
+            element = elements.get(tag)
+            out.append([] if element is None else decode(tag, element, vr))
+        return out
 
     def items(self, keyword: str) -> list[Any]:
         """The values of ``keyword`` (``[]`` when absent or empty), as :func:`element_items` gives them.
@@ -316,6 +336,14 @@ class Match:
         return getattr(self.dataset(), keyword)
 
 
+def key_specs(keywords: Iterable[str]) -> tuple[tuple[str, int, str], ...]:
+    """``(keyword, tag, dictionary VR)`` of each keyword, for :meth:`Match.items_of`.
+
+    :param keywords: DICOM keywords.
+    """
+    return tuple((k, keyword_dict[k], _dictionary_vr(keyword_dict[k])) for k in keywords)
+
+
 def matches_from(rows: Iterable[Dataset | Match]) -> list[Match]:
     """Wrap Datasets as :class:`Match` (matches pass through).
 
@@ -324,4 +352,12 @@ def matches_from(rows: Iterable[Dataset | Match]) -> list[Match]:
     return [row if isinstance(row, Match) else Match.from_dataset(row) for row in rows]
 
 
-__all__ = ["FAST_VRS", "Match", "MalformedDicomError", "element_items", "matches_from", "value_items"]
+__all__ = [
+    "FAST_VRS",
+    "Match",
+    "MalformedDicomError",
+    "element_items",
+    "key_specs",
+    "matches_from",
+    "value_items",
+]
