@@ -35,6 +35,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from airflow_dicom.dimse.query import DateRange
+from airflow_dicom.landing.arrow_arrays import to_array
 from airflow_dicom.landing.storage import display_path, resolve_target
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def write_parquet(
     rows = table.drop_columns([PARTITION_COLUMN])
     order = [i for indices in days.values() for i in indices]  # each day's rows together: a slice each
     if order != list(range(table.num_rows)):
-        rows = rows.take(pa.array(order, pa.int64()))
+        rows = rows.take(to_array(order, pa.int64()))
     offset = 0
     for day, indices in days.items():
         directory = day_directory(base, day)

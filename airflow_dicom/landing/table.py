@@ -35,6 +35,7 @@ from pydicom.dataset import Dataset
 
 from airflow_dicom.dimse.query import DateRange
 from airflow_dicom.dimse.query.match import Match, element_items, key_specs
+from airflow_dicom.landing.arrow_arrays import constant, to_array
 
 log = logging.getLogger(__name__)
 
@@ -285,14 +286,14 @@ class TableBuilder:
         n = self._pending
         if not n:
             return
-        arrays = [pa.array(self._data[k], type=self.schema.field(k).type) for k in self.columns]
+        arrays = [to_array(self._data[k], self.schema.field(k).type) for k in self.columns]
         first = self.interval.first if self.interval else None
         last = self.interval.last if self.interval else None
         arrays += [
-            pa.array([self.source_node] * n, pa.string()),
-            pa.array([self.level] * n, pa.string()),
-            pa.array([first] * n, pa.date32()),
-            pa.array([last] * n, pa.date32()),
+            constant(self.source_node, n, pa.string()),
+            constant(self.level, n, pa.string()),
+            constant(first, n, pa.date32()),
+            constant(last, n, pa.date32()),
         ]
         self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
         self._data = {k: [] for k in self.columns}
