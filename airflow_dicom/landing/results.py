@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,8 @@ def find_and_land(
     sql_table: str | None = None,
     filesystem: Any = None,
     source_node: str | None = None,
+    matches: Iterable[Any] | None = None,
+    stats: FindStats | None = None,
 ) -> FindLanding:
     """Run ``query`` on ``node`` and land the complete result; nothing is written if the query fails.
 
@@ -102,13 +105,17 @@ def find_and_land(
     :param filesystem: optional explicit filesystem for ``output``.
     :param source_node: the value of the ``source_node`` column (default: the connection id, else
         ``AET@host:port``).
+    :param matches: the query's matches when the caller already started the walk (e.g. a
+        :class:`~airflow_dicom.dimse.query.background.Prefetched` :func:`find_matches`, so that the
+        command line imports this module while the node computes its answer); default: run it here.
+    :param stats: the walk's counters (give the ones the ``matches`` walk fills).
     """
     if output_format not in FORMATS:
         raise InvalidRequestError(f"output format {output_format!r} is not one of {', '.join(FORMATS)}")
     if output_format == "sql" and not sql_table:
         raise InvalidRequestError("the sql format needs a table name (sql_table)")
     started = time.monotonic()
-    stats = FindStats()
+    stats = stats if stats is not None else FindStats()
     if not isinstance(node, DicomNode):  # a DicomWebNode (its HTTP client is imported only then)
         from airflow_dicom.dicomweb.qido import qido_matches  # noqa: PLC0415
 
@@ -118,7 +125,9 @@ def find_and_land(
         label = source_node or node.name or f"{node.called_ae_title}@{node.host}:{node.port}"
         finder = find_matches
     builder = TableBuilder(query.columns, source_node=label, level=query.level, interval=query.date_range)
-    builder.extend(finder(node, query, max_results_per_query=max_results_per_query, stats=stats))
+    if matches is None:
+        matches = finder(node, query, max_results_per_query=max_results_per_query, stats=stats)
+    builder.extend(matches)
     table = builder.table()
     interval = query.date_range
     landing = FindLanding(
