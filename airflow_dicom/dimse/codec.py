@@ -4,9 +4,11 @@ pydicom decodes and encodes whole datasets; the fast paths need much less and ne
 
 * :class:`ElementWalker` walks element headers without decoding values. The file reader checks with it
   that a file's data set is complete before sending it (:meth:`ElementWalker.check`), the receiver reads
-  the few identifiers a storage layout needs (:meth:`ElementWalker.values`), and both DIMSE providers
-  split command sets with it (:func:`decode_command_set`).
-* Command sets are encoded directly (:func:`encode_c_store_rq`, :func:`encode_c_store_rsp`), byte for
+  the few identifiers a storage layout needs (:meth:`ElementWalker.values`), C-FIND matches are split
+  into their elements (:meth:`ElementWalker.elements`, for :mod:`airflow_dicom.dimse.query.match`), and
+  both DIMSE providers split command sets with it (:func:`decode_command_set`).
+* Command sets are encoded directly (:func:`encode_c_store_rq`, :func:`encode_c_store_rsp`,
+  :func:`encode_c_find_rq`; :func:`decode_c_store_rsp`, :func:`decode_c_find_rsp`), byte for
   byte what pynetdicom encodes (tests compare them), for a fraction of pydicom's cost: per message,
   pydicom's encoding and decoding of the small command sets was ~70% of the receiver's CPU.
 * :func:`pdata_pdus` frames an encoded message into P-DATA-TF PDUs (PS3.8 9.3.5) for the raw send path.

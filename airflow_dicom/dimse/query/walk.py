@@ -3,6 +3,9 @@
 A query is built and validated first (:func:`build_query`: level, matching keys, return keys, a study-date
 range, a modality filter), before any network traffic. :func:`find` then runs it over ONE association and
 yields one :class:`~pydicom.dataset.Dataset` per match, deduplicated on the level's unique key.
+:func:`find_matches` yields the same matches still encoded (:class:`~.match.Match`: a key is decoded when
+read), which is what the landing uses: on our associations the responses are read raw
+(:func:`~airflow_dicom.dimse.pynetdicom_ext.send_c_find_raw`), pydicom decodes nothing per match.
 
 How the walk works (the fix for pacsanini's letter-by-letter walk, which missed names starting with a
 digit, a non-ASCII letter or empty ones):
