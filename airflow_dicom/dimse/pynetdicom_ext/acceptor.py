@@ -34,6 +34,7 @@ from airflow_dicom.dimse.codec import (
     us_value,
 )
 from airflow_dicom.dimse.pynetdicom_ext.admission import AdmittingServer
+from airflow_dicom.dimse.pynetdicom_ext.negotiation import NegotiatingACSE, NegotiatingDUL, NegotiationCache
 from airflow_dicom.dimse.pynetdicom_ext.reactors import (
     ACCEPTOR_IDLE_WAIT,
     OwnProvidersAssociation,
@@ -207,8 +208,15 @@ class AcceptorAssociation(OwnProvidersAssociation):
 
     dul_idle_wait = ACCEPTOR_IDLE_WAIT
     dimse_class = StoreRequestDIMSE
+    dul_class = NegotiatingDUL
     #: called once when the association thread ends (the server's per-peer bookkeeping)
     on_end: Any = None
+    #: the server's negotiation cache (:mod:`.negotiation`), None for none
+    negotiation_cache: NegotiationCache | None = None
+
+    def __init__(self, ae: Any, mode: str) -> None:
+        super().__init__(ae, mode)
+        self.acse = NegotiatingACSE(self)
 
     def run(self) -> None:
         """pynetdicom's association thread, then :attr:`on_end`."""
@@ -284,6 +292,7 @@ class AcceptorRequestHandler(_transport.RequestHandler):
         assoc.acceptor.implementation_class_uid = self.ae.implementation_class_uid
         assoc.acceptor.implementation_version_name = self.ae.implementation_version_name
         assoc.acceptor.supported_contexts = list(self.server.contexts)
+        assoc.negotiation_cache = getattr(self.server, "negotiation_cache", None)
         assoc.requestor.address_info = self.remote
         for event in self.server._handlers:
             if event.is_intervention and self.server._handlers[event]:
@@ -298,21 +307,24 @@ class AcceptorRequestHandler(_transport.RequestHandler):
 
 
 class AcceptorServer(NoDelayServer):
-    """Blocking server: TCP_NODELAY, :class:`AcceptorRequestHandler` acceptors."""
+    """Blocking server: TCP_NODELAY, :class:`AcceptorRequestHandler` acceptors, negotiations cached."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", AcceptorRequestHandler)
+        self.negotiation_cache = NegotiationCache()
         super().__init__(*args, **kwargs)
 
 
 class ThreadedAcceptorServer(AdmittingServer, ThreadedNoDelayServer):
     """Threaded server: TCP_NODELAY, :class:`AcceptorRequestHandler` acceptors, and admission screening.
 
-    The accept loop never handshakes or reads (:class:`~.admission.AdmittingServer`).
+    The accept loop never handshakes or reads (:class:`~.admission.AdmittingServer`); negotiations are
+    cached (:mod:`.negotiation`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("request_handler", AcceptorRequestHandler)
+        self.negotiation_cache = NegotiationCache()
         super().__init__(*args, **kwargs)
 
 
