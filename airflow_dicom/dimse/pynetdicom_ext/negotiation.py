@@ -28,6 +28,7 @@ or ``EVT_PDU_SENT`` (they expect pynetdicom's PDU objects) always take pynetdico
 from __future__ import annotations
 
 import copy
+import queue
 import struct
 import threading
 from collections import OrderedDict
@@ -178,16 +179,36 @@ def _observes_pdus(assoc: Any) -> bool:
     return bool(assoc.get_handlers(_evt.EVT_PDU_RECV) or assoc.get_handlers(_evt.EVT_PDU_SENT))
 
 
+class _WakingQueue(queue.Queue):
+    """The DUL's queue to the association: every put also wakes the acceptor's reactor."""
+
+    def __init__(self, dul: Any) -> None:
+        super().__init__()
+        self._dul = dul
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        dimse = getattr(self._dul.assoc, "dimse", None)
+        waiting = getattr(dimse, "msg_queue", None)
+        if waiting is not None:
+            with waiting.not_empty:
+                waiting.not_empty.notify_all()
+
+
 class NegotiatingDUL(SelectDUL):
     """:class:`~.reactors.SelectDUL` for acceptors: decodes a known A-ASSOCIATE-RQ without its contexts and
     sends a known A-ASSOCIATE-AC as remembered (see the module docstring).
 
-    Replaces ``DULServiceProvider._decode_pdu`` and ``_send`` (both fall back to pynetdicom's).
+    Replaces ``DULServiceProvider._decode_pdu`` and ``_send`` (both fall back to pynetdicom's). Also, what
+    the DUL hands to the association (an A-RELEASE or A-ABORT indication) wakes the acceptor's reactor,
+    which waits on its DIMSE queue (:class:`~.acceptor.AcceptorAssociation`): a peer's release request was
+    answered up to one idle wait late, on every association (one per study in a C-MOVE).
     """
 
     def __init__(self, assoc: Any, idle_wait: float) -> None:
         super().__init__(assoc, idle_wait)
         self._accept_pdu: bytes | None = None
+        self.to_user_queue = _WakingQueue(self)
 
     def _decode_pdu(self, bytestream: bytearray) -> tuple[Any, str]:
         cache = getattr(self.assoc, "negotiation_cache", None)
