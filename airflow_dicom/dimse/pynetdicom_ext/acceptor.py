@@ -11,6 +11,7 @@ send), decode C-STORE requests and encode their responses with the codec, and sh
 from __future__ import annotations
 
 import functools
+import gc
 import io
 from datetime import datetime
 from typing import Any
@@ -306,7 +307,27 @@ class AcceptorRequestHandler(_transport.RequestHandler):
         return assoc
 
 
-class AcceptorServer(NoDelayServer):
+class _YoungCollections:
+    """Server mixin: the periodic garbage collection of pynetdicom's accept loop, young generations only.
+
+    Replaces ``AssociationServer.service_actions``, which runs a full ``gc.collect()`` every 60 accepted
+    connections (for associations it found uncollected): ~90 ms holding the GIL in a retrieval process,
+    every 60 studies of a C-MOVE, stalling every thread. Collecting the young generations frees the dead
+    associations' cycles as well; the interpreter's collector still runs the full collections when due.
+    """
+
+    _gc: list[int]
+
+    def service_actions(self) -> None:
+        """Collect the young generations every 60 loop turns (pynetdicom's count)."""
+        if self._gc[0] == self._gc[1]:
+            gc.collect(1)
+            self._gc[0] = 0
+            return
+        self._gc[0] += 1
+
+
+class AcceptorServer(_YoungCollections, NoDelayServer):
     """Blocking server: TCP_NODELAY, :class:`AcceptorRequestHandler` acceptors, negotiations cached."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -315,7 +336,7 @@ class AcceptorServer(NoDelayServer):
         super().__init__(*args, **kwargs)
 
 
-class ThreadedAcceptorServer(AdmittingServer, ThreadedNoDelayServer):
+class ThreadedAcceptorServer(_YoungCollections, AdmittingServer, ThreadedNoDelayServer):
     """Threaded server: TCP_NODELAY, :class:`AcceptorRequestHandler` acceptors, and admission screening.
 
     The accept loop never handshakes or reads (:class:`~.admission.AdmittingServer`); negotiations are
