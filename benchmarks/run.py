@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: topics measured by another function than ``rows`` of a ``bench_*`` module: topic -> (module, function)
+EXTRA_TOPICS = {"retrieve-scale": ("retrieve", "scale_rows")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,9 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     import benchmarks
 
     topics = sorted(
-        info.name[len("bench_") :]
-        for info in pkgutil.iter_modules(benchmarks.__path__)
-        if info.name.startswith("bench_")
+        [
+            info.name[len("bench_") :]
+            for info in pkgutil.iter_modules(benchmarks.__path__)
+            if info.name.startswith("bench_")
+        ]
+        + list(EXTRA_TOPICS)
     )
     if args.only:
         wanted = {t.strip() for t in args.only.split(",")}
@@ -47,11 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict] = []
     failed = False
     for topic in topics:
-        module = importlib.import_module(f"benchmarks.bench_{topic}")
+        name, function = EXTRA_TOPICS.get(topic, (topic, "rows"))
+        measure = getattr(importlib.import_module(f"benchmarks.bench_{name}"), function)
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"bench-{topic}-") as tmp:
             try:
-                topic_rows = module.rows(Path(tmp))
+                topic_rows = measure(Path(tmp))
             except Exception as exc:  # report and go on with the other topics
                 print(f"[{topic}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
                 failed = True

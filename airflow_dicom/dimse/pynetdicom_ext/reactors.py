@@ -206,10 +206,12 @@ class OwnProvidersAssociation(_association.Association):
     dul_idle_wait = ACCEPTOR_IDLE_WAIT
     #: the DIMSE provider class
     dimse_class: type = _pdimse.DIMSEServiceProvider
+    #: the DUL provider class (a :class:`SelectDUL`)
+    dul_class: type = SelectDUL
 
     def __init__(self, ae: Any, mode: str) -> None:
         super().__init__(ae, mode)
-        self.dul = SelectDUL(self, self.dul_idle_wait)
+        self.dul = self.dul_class(self, self.dul_idle_wait)
         self.dimse = self.dimse_class(self)
         self.acse_timeout = ae.acse_timeout
         self.connection_timeout = ae.connection_timeout

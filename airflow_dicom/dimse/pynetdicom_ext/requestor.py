@@ -40,6 +40,7 @@ from airflow_dicom.dimse.pynetdicom_ext.reactors import (
     OwnProvidersAssociation,
     reactor_should_stop,
 )
+from airflow_dicom.dimse.pynetdicom_ext.retrieval import RetrieveDIMSE
 from airflow_dicom.dimse.pynetdicom_ext.sockets import NoDelayAE, RequestorSocket
 
 #: how often the requestor reactor looks for a release request, an abort or the network timeout
@@ -48,14 +49,14 @@ REACTOR_PERIOD = 0.005
 _RESPONSE_POLL = 0.25
 
 
-class StoreResponseDIMSE(_pdimse.DIMSEServiceProvider):
+class StoreResponseDIMSE(RetrieveDIMSE):
     """pynetdicom's DIMSE provider, decoding single-PDV C-STORE-RSP messages with the codec.
 
     Replaces ``DIMSEServiceProvider.receive_primitive`` while :func:`send_c_store` waits for responses
     (:attr:`raw_responses`): a P-DATA that carries one whole command PDV of a C-STORE-RSP is decoded by
     :func:`~airflow_dicom.dimse.codec.decode_c_store_rsp` (no pydicom) and put on the message queue as a
-    :class:`~airflow_dicom.dimse.codec.StoreResponse`. Everything else (fragmented messages, other
-    commands, and every message of pynetdicom's own ``send_*`` methods) is pynetdicom's path.
+    :class:`~airflow_dicom.dimse.codec.StoreResponse`. Everything else goes to
+    :class:`~.retrieval.RetrieveDIMSE` (C-MOVE and C-GET messages through the codec), then pynetdicom's path.
     """
 
     #: set by :func:`send_c_store` while it waits: C-STORE responses are for it

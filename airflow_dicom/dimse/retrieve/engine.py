@@ -87,6 +87,19 @@ class _Connection:
         self.drop()
 
 
+def embedded_receiver_limit(parallel: int) -> int:
+    """Associations the embedded receiver accepts at once for a C-MOVE over ``parallel`` associations.
+
+    The PACS opens one association per C-MOVE in flight, but a released one still counts until its threads
+    have ended; a PACS that starts the next study at once (Orthanc: a few ms per small study) overlaps them.
+    ``max(4, 2 * parallel)`` was too tight at a load average of ~10 on 2 cores: one association in a few
+    hundred was rejected and its study failed.
+
+    :param parallel: the retrieval's associations with the PACS.
+    """
+    return max(16, 8 * parallel)
+
+
 class Retriever:
     """Runs C-MOVE or C-GET requests for many items over a bounded pool of associations.
 
@@ -230,7 +243,7 @@ class Retriever:
                 host=dest.host,
                 port=int(dest.port or 0),
                 layout=dest.layout,
-                max_associations=max(4, self.options.parallel * 2),
+                max_associations=embedded_receiver_limit(self.options.parallel),
                 acse_timeout=self.node.acse_timeout,
                 dimse_timeout=self.node.dimse_timeout,
                 network_timeout=self.node.network_timeout,
