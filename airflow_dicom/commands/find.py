@@ -100,8 +100,8 @@ def setup(parser: argparse.ArgumentParser) -> Command:
                 stats=stats,
             )
         finally:
-            if walk is not None:
-                walk.close()
+            if walk is not None:  # finished already, unless the landing failed: then stop it, briefly
+                walk.close(timeout=10)
         interval = (
             f"{landing.interval_start}..{landing.interval_end}" if landing.interval_start else "all dates"
         )
