@@ -9,6 +9,9 @@
   process, start-up included, and its recall is reported (it cannot find names starting with a digit,
   a non-ASCII letter or empty ones).
 
+* scale set (:func:`scale_rows`, topic ``find_scale``): 2,000 studies in Orthanc (:mod:`benchmarks.scale`),
+  ours vs ``findscu -S`` in its fastest form, with each command's peak RSS.
+
 Each command is timed best of three. ``rows(workdir)`` returns the rows for ``benchmarks/run.py``;
 ``python benchmarks/bench_find.py`` prints them.
 """
