@@ -22,6 +22,7 @@ import shutil
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -182,9 +183,97 @@ def rows(workdir: Path) -> list[dict[str, Any]]:
     ]
 
 
+#: GNU time: the peak RSS of the command itself (``wait4`` on our child would also count the RSS the
+#: forked Python had before ``exec``: ~90 MB for findscu's 15 MB)
+GNU_TIME = "/usr/bin/time"
+
+
+def _timed(
+    command: list[str], env: dict[str, str] | None = None, before: Any = None
+) -> tuple[float, float, str]:
+    """Run one whole command: wall seconds, its peak RSS in MB (GNU time) and its stdout.
+
+    :param command: the command.
+    :param env: its environment.
+    :param before: called first (e.g. to empty the output directory), not timed.
+    """
+    if before is not None:
+        before()
+    with tempfile.NamedTemporaryFile("r") as rss:
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [GNU_TIME, "-f", "%M", "-o", rss.name, *command],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=1800,
+        )
+        elapsed = time.perf_counter() - started
+        peak_kb = int(rss.read().split()[-1])
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{command[0]} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
+    return elapsed, peak_kb / 1024, proc.stdout
+
+
+def scale_rows(workdir: Path) -> list[dict[str, Any]]:
+    """The scale set (2,000 studies in Orthanc): STUDY level for the year -> Parquet vs ``findscu -S``.
+
+    ``findscu`` in its fastest form: one query with the keys ours returns, responses neither printed nor
+    written (no ``-X``; its log at the default level). Ours: the whole command with the default STUDY
+    keys. Best of three each, alternating; peak RSS of each command (GNU time).
+
+    :param workdir: a scratch directory.
+    """
+    from harness.dcmtk import DCMTK_ENV, dcmtk_tool
+
+    from airflow_dicom.dimse.query import DEFAULT_RETURN_KEYS
+    from benchmarks.common import CLI
+    from benchmarks.scale import YEAR, scale_pacs
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    keys = DEFAULT_RETURN_KEYS["STUDY"]
+    with scale_pacs() as (pacs, corpus):
+        n_studies = len(corpus.studies)  # type: ignore[attr-defined]
+        host, port, aet = "127.0.0.1", str(pacs.dicom_port), pacs.aet  # type: ignore[attr-defined]
+        out = workdir / "ours"
+        ours_cmd = [CLI, "find", "--host", host, "--port", port, "--aet", aet, "--level", "STUDY"]
+        ours_cmd += ["--from", f"{YEAR}-01-01", "--to", f"{YEAR}-12-31", "--out", str(out)]
+        dcmtk_cmd = [dcmtk_tool("findscu"), "-S", "-aet", "FINDSCU", "-aec", aet]
+        dcmtk_cmd += ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyDate={YEAR}0101-{YEAR}1231"]
+        dcmtk_cmd += ["-k", "StudyInstanceUID"] + [arg for k in keys for arg in ("-k", k)] + [host, port]
+        ours_env = {**os.environ, "TCP_NODELAY": "1"}
+        ours_s = dcmtk_s = float("inf")
+        ours_mb = dcmtk_mb = 0.0
+        for _ in range(3):  # back to back, each best of three
+            seconds, mb, stdout = _timed(ours_cmd, env=ours_env, before=lambda: shutil.rmtree(out, True))
+            ours_s, ours_mb = min(ours_s, seconds), max(ours_mb, mb)
+            seconds, mb, _ = _timed(dcmtk_cmd, env=DCMTK_ENV)
+            dcmtk_s, dcmtk_mb = min(dcmtk_s, seconds), max(dcmtk_mb, mb)
+        ours_rows = int(stdout.split()[0])
+    load = os.getloadavg()[0]
+    return [
+        {
+            "name": f"find STUDY, 1 year, scale set ({n_studies} studies) -> Parquet (CLI)",
+            "ours_s": round(ours_s, 3),
+            "dcmtk_s": round(dcmtk_s, 3),
+            "ratio": round(ours_s / dcmtk_s, 2),
+            "goal": 3,
+            "note": (
+                f"findscu -S, one query, no -X; rows: ours {ours_rows}; peak RSS ours {ours_mb:.0f} MB "
+                f"(goal < 150), findscu {dcmtk_mb:.0f} MB; load {load:.2f}"
+            ),
+        }
+    ]
+
+
 def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="what")
+    sub.add_parser("scale", help="only the scale-set rows (python -m benchmarks.bench_find scale)")
     baseline = sub.add_parser("pacsanini", help="run the pacsanini-style baseline once; print JSON")
     baseline.add_argument("--host", required=True)
     baseline.add_argument("--port", type=int, required=True)
@@ -197,10 +286,8 @@ def _main() -> None:
         windows = -(-((last - first).days + 1) // 15)
         print(json.dumps({"studies": sorted(found), "associations": windows * 26}))
         return
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="bench-find-") as tmp:
-        for row in rows(Path(tmp)):
+        for row in (scale_rows if args.what == "scale" else rows)(Path(tmp)):
             print(json.dumps(row))
 
 

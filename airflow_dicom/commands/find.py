@@ -64,8 +64,10 @@ def setup(parser: argparse.ArgumentParser) -> Command:
 
     def run(args: argparse.Namespace) -> int:
         # imported when the command runs (see airflow_dicom.commands)
-        from airflow_dicom.dimse.query import DEFAULT_RETURN_KEYS, build_query
-        from airflow_dicom.landing.results import find_and_land
+        from airflow_dicom.dimse.node import DicomNode
+        from airflow_dicom.dimse.query import DEFAULT_RETURN_KEYS, FindStats, build_query
+        from airflow_dicom.dimse.query.background import Prefetched
+        from airflow_dicom.dimse.query.walk import find_matches
 
         if args.format == "sql" and not args.sql_table:
             raise CliError("--format sql needs --sql-table")
@@ -80,14 +82,26 @@ def setup(parser: argparse.ArgumentParser) -> Command:
             modality_match=args.modality_match,
         )
         node = node_from_args(args, web=True)  # a DICOMweb node is queried over QIDO-RS (same rows)
-        landing = find_and_land(
-            node,
-            query,
-            args.out,
-            output_format=args.format,
-            max_results_per_query=args.max_results,
-            sql_table=args.sql_table,
-        )
+        stats = FindStats()
+        walk = None
+        if isinstance(node, DicomNode):  # the walk starts now; the landing (pyarrow) is imported meanwhile
+            walk = Prefetched(find_matches(node, query, max_results_per_query=args.max_results, stats=stats))
+        try:
+            from airflow_dicom.landing.results import find_and_land
+
+            landing = find_and_land(
+                node,
+                query,
+                args.out,
+                output_format=args.format,
+                max_results_per_query=args.max_results,
+                sql_table=args.sql_table,
+                matches=walk,
+                stats=stats,
+            )
+        finally:
+            if walk is not None:
+                walk.close()
         interval = (
             f"{landing.interval_start}..{landing.interval_end}" if landing.interval_start else "all dates"
         )

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import zlib
 
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
-
 from airflow_dicom.deid.keys import PseudonymKey
 from airflow_dicom.deid.options import ProfileOptions
 from airflow_dicom.deid.rewrite import (
@@ -25,6 +23,11 @@ from airflow_dicom.deid.rewrite import (
 )
 from airflow_dicom.dimse.codec import ElementWalker, encode_file_meta
 from airflow_dicom.dimse.errors import MalformedDicomError
+
+#: transfer syntaxes the rewrite treats apart (pydicom's ``uid`` constants; not imported: start-up cost)
+DeflatedExplicitVRLittleEndian = "1.2.840.10008.1.2.1.99"
+ExplicitVRBigEndian = "1.2.840.10008.1.2.2"
+ImplicitVRLittleEndian = "1.2.840.10008.1.2"
 
 #: SOP classes that usually carry burned-in text: the secondary capture family (PS3.4 B.5).
 BURNED_IN_CLASSES = frozenset(

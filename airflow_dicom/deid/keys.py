@@ -13,13 +13,13 @@ import hmac
 import os
 from pathlib import Path
 
-from pydicom.uid import UID_dictionary
-
 from airflow_dicom.dimse.errors import PermanentDicomError
 
-#: UIDs never remapped: every UID pydicom knows (SOP classes, transfer syntaxes, coding schemes, well-known
-#: frames of reference, LDAP OIDs, ...).
-WELL_KNOWN_UIDS: frozenset[str] = frozenset(UID_dictionary)
+#: UIDs never remapped: everything under the root the standard reserves for the UIDs it defines (PS3.5
+#: 9.1: SOP classes, transfer syntaxes, coding schemes, well-known frames of reference and SOP instances,
+#: LDAP OIDs, ...). Every UID of pydicom's ``UID_dictionary`` is under it, and so are those defined after
+#: pydicom's release; no implementation may create an instance UID there.
+WELL_KNOWN_ROOT = "1.2.840.10008."
 MIN_KEY_BYTES = 16
 #: days of the per-patient date shift: back by 1 to 10 years.
 SHIFT_MIN_DAYS = 365
@@ -86,12 +86,12 @@ class PseudonymKey:
     def uid(self, original: str) -> str:
         """The pseudonymous UID of ``original``: ``2.25.`` + the first 128 bits of HMAC-SHA256 (≤ 44 chars).
 
-        Well-known UIDs (:data:`WELL_KNOWN_UIDS`) and empty values come back unchanged.
+        Well-known UIDs (under :data:`WELL_KNOWN_ROOT`) and empty values come back unchanged.
 
         :param original: the UID (trailing NUL/space padding ignored).
         """
         original = original.rstrip("\0 ")
-        if not original or original in WELL_KNOWN_UIDS:
+        if not original or original.startswith(WELL_KNOWN_ROOT):
             return original
         cached = self._uid_cache.get(original)
         if cached is None:

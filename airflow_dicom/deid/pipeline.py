@@ -105,7 +105,7 @@ class Pseudonymiser:
     ) -> None:
         self.key = key
         self.options = options or ProfileOptions()
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir).resolve()
         self.layout = Layout.parse(layout)
         self.mapping = mapping
         self.calling_ae = calling_ae
@@ -125,10 +125,14 @@ class Pseudonymiser:
         """
         self.summary.processed += 1
         try:
-            data, reason = self.rewriter.rewrite_bytes(path.read_bytes(), name=str(path))
+            # failures name the file, not its directories: in the patient layout a directory is the
+            # PatientID, and the summary is logged and returned
+            data, reason = self.rewriter.rewrite_bytes(path.read_bytes(), name=path.name)
         except (RewriteError, OSError) as exc:
-            self.summary.failed.append(str(exc))
-            return Outcome(None, str(exc))
+            # an OSError's text carries the whole path: keep only its reason
+            text = f"{path.name}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+            self.summary.failed.append(text)
+            return Outcome(None, text)
         if data is None:
             self.summary.hold(reason or "held back")
             return Outcome(None, reason)

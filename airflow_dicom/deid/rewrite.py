@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
 
-from pydicom.datadict import dictionary_VR
-
 from airflow_dicom.deid import tables
 from airflow_dicom.deid.keys import PseudonymKey
 from airflow_dicom.deid.options import ProfileOptions
@@ -84,6 +82,9 @@ def text(raw: bytes | None) -> str:
 
 @lru_cache(maxsize=4096)
 def _dictionary_vr(tag: int) -> str:
+    # only implicit VR data sets need the dictionary: pydicom is imported then, not at start-up
+    from pydicom.datadict import dictionary_VR
+
     try:
         vr = dictionary_VR(tag)
     except KeyError:

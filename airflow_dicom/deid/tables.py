@@ -2,7 +2,9 @@
 
 Source of the Basic Profile column: dicom-anonymizer's ``dicomfields_2026c`` (Kitware/KitwareMedical, PyPI
 2.1.0), a transcription of the standard's current Table E.1-1 (2026c) regenerated from the standard by a
-script in that project; we import its lists rather than retyping ~700 rows. Its combined actions are
+script in that project; we import its lists rather than retyping ~700 rows. The table module is loaded
+from the installed package's file without running the package's ``__init__`` (which imports pydicom and
+its anonymiser, ~0.4 s of every start-up, none of which we use). Its combined actions are
 resolved as the standard allows, towards a valid output: ``X/Z`` -> Z, ``X/D``, ``Z/D`` and ``X/Z/D`` -> D
 (a dummy value), ``X/Z/U*`` -> keep with the UIDs inside remapped.
 
@@ -12,7 +14,28 @@ short; they are listed here from the same table's option columns (``K`` or ``C``
 
 from __future__ import annotations
 
-from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as e11
+import importlib.util
+from types import ModuleType
+
+
+def _load_table_module(name: str = "dicomfields_2026c") -> ModuleType:
+    """dicom-anonymizer's ``dicom_anonymization_databases.<name>``, loaded from its file alone.
+
+    :param name: the table module (one per edition of the standard).
+    """
+    package = importlib.util.find_spec("dicomanonymizer")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("dicom-anonymizer is not installed: pip install 'dicom-anonymizer>=2.1'")
+    path = f"{package.submodule_search_locations[0]}/dicom_anonymization_databases/{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_airflow_dicom_e11_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"dicom-anonymizer has no table {name} ({path})")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+e11 = _load_table_module()
 
 #: actions
 REMOVE = "X"

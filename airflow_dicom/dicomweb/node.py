@@ -18,6 +18,22 @@ AUTH_MODES = ("none", "basic", "bearer")
 DEFAULT_CAPABILITIES = ("qido", "wado", "stow")
 
 
+def _positive_int(value: object, field_name: str) -> int:
+    """``value`` as an integer of at least 1.
+
+    :param value: the setting as given (int or text).
+    :param field_name: the connection field, for the error.
+    :raises InvalidNodeError: not an integer, or below 1.
+    """
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise InvalidNodeError(field_name, f"{value!r} is not an integer") from None
+    if number < 1:
+        raise InvalidNodeError(field_name, f"{number} must be at least 1")
+    return number
+
+
 def _timeout(value: Any, name: str) -> float:
     try:
         number = float(value)
@@ -104,33 +120,9 @@ class DicomWebNode:
         object.__setattr__(self, "verify_tls", _bool(self.verify_tls, "verify_tls"))
         object.__setattr__(self, "connect_timeout", _timeout(self.connect_timeout, "connect_timeout"))
         object.__setattr__(self, "read_timeout", _timeout(self.read_timeout, "read_timeout"))
-        try:
-            page = int(self.page_size)
-        except (TypeError, ValueError):
-            raise InvalidNodeError("page_size", f"{self.page_size!r} is not an integer") from None
-        if page < 1:
-            raise InvalidNodeError("page_size", f"{page} must be at least 1")
-        object.__setattr__(self, "page_size", page)
-        if self.max_results not in (None, ""):
-            try:
-                cap = int(self.max_results)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise InvalidNodeError("max_results", f"{self.max_results!r} is not an integer") from None
-            if cap < 1:
-                raise InvalidNodeError("max_results", f"{cap} must be at least 1")
-            object.__setattr__(self, "max_results", cap)
-        else:
-            object.__setattr__(self, "max_results", None)
-        if self.max_results not in (None, ""):
-            try:
-                cap = int(self.max_results)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise InvalidNodeError("max_results", f"{self.max_results!r} is not an integer") from None
-            if cap < 1:
-                raise InvalidNodeError("max_results", f"{cap} must be at least 1")
-            object.__setattr__(self, "max_results", cap)
-        else:
-            object.__setattr__(self, "max_results", None)
+        object.__setattr__(self, "page_size", _positive_int(self.page_size, "page_size"))
+        cap = None if self.max_results in (None, "") else _positive_int(self.max_results, "max_results")
+        object.__setattr__(self, "max_results", cap)
         caps = self.capabilities
         if isinstance(caps, str):
             caps = tuple(c for c in caps.replace(",", " ").split() if c)

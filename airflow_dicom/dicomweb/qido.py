@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from airflow_dicom.dicomweb.client import make_client, web_errors
 from airflow_dicom.dicomweb.node import DicomWebNode
 from airflow_dicom.dimse.query import FindQuery, FindStats
+from airflow_dicom.dimse.query.match import Match, matches_from
 from airflow_dicom.dimse.query.walk import FindSession, QueryAnswer, walk_rows
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ class QidoSession(FindSession):
         if truncated:
             self.stats.truncated += 1
         log.info("QIDO-RS %s %s: %d matches%s", level, where, len(rows), " (truncated)" if truncated else "")
-        return QueryAnswer(_SUCCESS, rows, truncated, reason)
+        return QueryAnswer(_SUCCESS, matches_from(rows), truncated, reason)
 
 
 def qido_find(
@@ -171,6 +172,24 @@ def qido_find(
     :param stats: a :class:`~airflow_dicom.dimse.query.FindStats` to fill (``associations`` stays 0).
     :raises FindTruncatedError: a search that paging cannot complete and that cannot be split.
     :raises DicomWebError: the server is unreachable, refuses the credentials or answers an error.
+    """
+    for match in qido_matches(node, query, max_results_per_query=max_results_per_query, stats=stats):
+        yield match.dataset()
+
+
+def qido_matches(
+    node: DicomWebNode,
+    query: FindQuery,
+    *,
+    max_results_per_query: int | None = None,
+    stats: FindStats | None = None,
+) -> Iterator[Match]:
+    """:func:`qido_find`, yielding each match as a :class:`~airflow_dicom.dimse.query.match.Match`.
+
+    :param node: the DICOMweb node.
+    :param query: the query.
+    :param max_results_per_query: see :func:`qido_find`.
+    :param stats: see :func:`qido_find`.
     """
     stats = stats if stats is not None else FindStats()
     started = time.monotonic()

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydicom.errors import InvalidDicomError
-
 from airflow_dicom.dimse.status import describe_status
 
 if TYPE_CHECKING:
@@ -277,11 +275,11 @@ class SendFailedError(PermanentDicomError):
 # ------------------------------------------------------------------------------ files and received data
 
 
-class NotDicomError(InvalidDicomError, PermanentDicomError):
+class NotDicomError(PermanentDicomError):
     """The file is not a DICOM Part 10 file (no ``DICM`` prefix): a sender skips it, it does not fail."""
 
 
-class MalformedDicomError(InvalidDicomError, PermanentDicomError):
+class MalformedDicomError(PermanentDicomError):
     """Encoded DICOM (file meta, data set, command set) is broken or truncated."""
 
 

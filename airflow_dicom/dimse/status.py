@@ -1,13 +1,15 @@
 """DIMSE status codes: named constants, categories and human-readable meanings.
 
-Built on pynetdicom's per-service status tables so every code a PACS may send has a name.
+Built on pynetdicom's per-service status tables so every code a PACS may send has a name. The tables are
+imported when a status is first described, not with this module (commands that never meet a DIMSE status,
+such as ``pseudonymize``, start without pynetdicom).
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
-
-from pynetdicom import status as _pstatus
+from functools import cache
+from types import ModuleType
 
 
 class Status(IntEnum):
@@ -35,13 +37,26 @@ class Status(IntEnum):
     HELD_BACK = 0xC212
 
 
-_SERVICE_TABLES: dict[str, dict[int, tuple[str, str]]] = {
-    "C-ECHO": _pstatus.VERIFICATION_SERVICE_CLASS_STATUS,
-    "C-STORE": _pstatus.STORAGE_SERVICE_CLASS_STATUS,
-    "C-FIND": _pstatus.QR_FIND_SERVICE_CLASS_STATUS,
-    "C-MOVE": _pstatus.QR_MOVE_SERVICE_CLASS_STATUS,
-    "C-GET": _pstatus.QR_GET_SERVICE_CLASS_STATUS,
-}
+@cache
+def _pstatus() -> ModuleType:
+    """pynetdicom's status module (imported on first use)."""
+    from pynetdicom import status
+
+    return status
+
+
+@cache
+def _service_tables() -> dict[str, dict[int, tuple[str, str]]]:
+    """pynetdicom's status table of each DIMSE-C service."""
+    pstatus = _pstatus()
+    return {
+        "C-ECHO": pstatus.VERIFICATION_SERVICE_CLASS_STATUS,
+        "C-STORE": pstatus.STORAGE_SERVICE_CLASS_STATUS,
+        "C-FIND": pstatus.QR_FIND_SERVICE_CLASS_STATUS,
+        "C-MOVE": pstatus.QR_MOVE_SERVICE_CLASS_STATUS,
+        "C-GET": pstatus.QR_GET_SERVICE_CLASS_STATUS,
+    }
+
 
 _OURS = {
     Status.UNSAFE_IDENTIFIERS: ("Failure", "identifiers are not safe to use as file names"),
@@ -57,7 +72,7 @@ def category(status: int) -> str:
     """
     if status in _OURS:
         return _OURS[status][0]
-    return _pstatus.code_to_category(status)
+    return _pstatus().code_to_category(status)
 
 
 def meaning(service: str, status: int) -> str:
@@ -68,8 +83,9 @@ def meaning(service: str, status: int) -> str:
     """
     if status in _OURS:
         return _OURS[status][1]
-    table = _SERVICE_TABLES.get(service, _pstatus.GENERAL_STATUS)
-    entry = table.get(status) or _pstatus.GENERAL_STATUS.get(status)
+    general = _pstatus().GENERAL_STATUS
+    table = _service_tables().get(service, general)
+    entry = table.get(status) or general.get(status)
     if entry is None:
         return "unknown status"
     text = (entry[1] or entry[0]).strip()

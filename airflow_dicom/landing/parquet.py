@@ -31,11 +31,11 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from airflow_dicom.dimse.query import DateRange
+from airflow_dicom.landing.arrow_arrays import to_array
 from airflow_dicom.landing.storage import display_path, resolve_target
 
 if TYPE_CHECKING:
@@ -44,8 +44,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PARTITION_COLUMN = "StudyDate"
-#: The partitioning of every find dataset (``StudyDate=YYYY-MM-DD`` directories, typed date32).
-PARTITIONING = ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.date32())]), flavor="hive")
+#: the name of each partition's file (what ``pyarrow.dataset.write_dataset`` names ``part-{i}``)
+PART_FILE = "part-0.parquet"
+
+
+def __getattr__(name: str) -> Any:
+    """``PARTITIONING``: the partitioning of every find dataset (``StudyDate=YYYY-MM-DD``, date32).
+
+    Made on first use: ``pyarrow.dataset`` imports pandas (~0.4 s and ~40 MB), which writing needs not.
+    """
+    if name == "PARTITIONING":
+        return _partitioning()
+    raise AttributeError(name)
+
+
+def _partitioning() -> Any:
+    import pyarrow.dataset as ds  # noqa: PLC0415 - see __getattr__
+
+    return ds.partitioning(pa.schema([(PARTITION_COLUMN, pa.date32())]), flavor="hive")
 
 
 @dataclass
@@ -85,6 +101,11 @@ def write_parquet(
 ) -> WriteResult:
     """Write ``table`` into the dataset at ``path``, replacing exactly the days of ``interval``.
 
+    Each day with rows is emptied, then gets one file (``StudyDate=<day>/part-0.parquet``, the day's rows
+    in the order given, the partition column in the directory name only): what ``pyarrow.dataset``'s
+    ``write_dataset`` with ``existing_data_behavior="delete_matching"`` writes, without importing
+    ``pyarrow.dataset`` (it imports pandas).
+
     :param table: a table from :func:`airflow_dicom.landing.table.to_table` (must have ``StudyDate``).
     :param path: local path, fsspec URL or ``ObjectStoragePath``.
     :param interval: the queried interval; its days without rows are cleared. ``None`` (no date
@@ -95,39 +116,38 @@ def write_parquet(
         raise ValueError(f"the table has no {PARTITION_COLUMN} column to partition on")
     fs, base = resolve_target(path, filesystem)
     result = WriteResult(path=display_path(path))
-    if interval is not None and table.num_rows:
-        dates = table.column(PARTITION_COLUMN)
-        inside = pc.and_(
-            pc.greater_equal(dates, pa.scalar(interval.first, pa.date32())),
-            pc.less_equal(dates, pa.scalar(interval.last, pa.date32())),
+    days: dict[date | None, list[int]] = {}
+    for index, day in enumerate(table.column(PARTITION_COLUMN).to_pylist()):
+        if interval is not None and (day is None or not interval.first <= day <= interval.last):
+            result.rows_outside_interval += 1
+            continue
+        days.setdefault(day, []).append(index)
+    if result.rows_outside_interval:
+        log.warning(
+            "%d rows have a StudyDate outside %s..%s (or none); they are not written to this interval",
+            result.rows_outside_interval,
+            interval.first if interval else None,
+            interval.last if interval else None,
         )
-        inside = pc.fill_null(inside, False)
-        kept = table.filter(inside)
-        result.rows_outside_interval = table.num_rows - kept.num_rows
-        if result.rows_outside_interval:
-            log.warning(
-                "%d rows have a StudyDate outside %s..%s (or none); they are not written to this interval",
-                result.rows_outside_interval,
-                interval.first,
-                interval.last,
-            )
-        table = kept
     fs.create_dir(base, recursive=True)
-    if table.num_rows:
-        ds.write_dataset(
-            table,
-            base,
-            filesystem=fs,
-            format="parquet",
-            partitioning=PARTITIONING,
-            existing_data_behavior="delete_matching",
-            basename_template="part-{i}.parquet",
-        )
-    written = {d for d in table.column(PARTITION_COLUMN).to_pylist()} if table.num_rows else set()
-    result.rows = table.num_rows
-    result.days_written = sorted(d for d in written if d is not None)
+    existing = _day_directories(fs, base)
+    rows = table.drop_columns([PARTITION_COLUMN])
+    order = [i for indices in days.values() for i in indices]  # each day's rows together: a slice each
+    if order != list(range(table.num_rows)):
+        rows = rows.take(to_array(order, pa.int64()))
+    offset = 0
+    for day, indices in days.items():
+        directory = day_directory(base, day)
+        if directory.rsplit("/", 1)[-1] in existing:
+            fs.delete_dir_contents(directory)
+        else:
+            fs.create_dir(directory, recursive=False)
+        pq.write_table(rows.slice(offset, len(indices)), f"{directory}/{PART_FILE}", filesystem=fs)
+        offset += len(indices)
+    result.rows = offset
+    result.days_written = sorted(d for d in days if d is not None)
     if interval is not None:
-        result.days_cleared = _clear_days(fs, base, interval, written)
+        result.days_cleared = _clear_days(fs, base, interval, set(days), existing)
     log.info(
         "landed %d rows in %d day partitions at %s (%d days of the interval cleared)",
         result.rows,
@@ -138,20 +158,29 @@ def write_parquet(
     return result
 
 
-def _clear_days(fs: pafs.FileSystem, base: str, interval: DateRange, keep: set[Any]) -> list[date]:
+def _day_directories(fs: pafs.FileSystem, base: str) -> dict[str, str]:
+    """The partition directories under ``base``: name (``StudyDate=...``) -> path."""
+    prefix = f"{PARTITION_COLUMN}="
+    return {
+        info.base_name: info.path
+        for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        if info.type == pafs.FileType.Directory and info.base_name.startswith(prefix)
+    }
+
+
+def _clear_days(
+    fs: pafs.FileSystem, base: str, interval: DateRange, keep: set[Any], existing: dict[str, str]
+) -> list[date]:
     """Delete the partitions of days in ``interval`` that are not in ``keep``; return those days."""
     cleared = []
     prefix = f"{PARTITION_COLUMN}="
-    for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
-        name = info.base_name
-        if info.type != pafs.FileType.Directory or not name.startswith(prefix):
-            continue
+    for name, path in existing.items():
         try:
             day = date.fromisoformat(name[len(prefix) :])
         except ValueError:
             continue
         if interval.first <= day <= interval.last and day not in keep:
-            fs.delete_dir(info.path)
+            fs.delete_dir(path)
             cleared.append(day)
     return sorted(cleared)
 
@@ -163,6 +192,8 @@ def read_find_dataset(path: Any, *, filesystem: Any = None, columns: list[str] |
     :param filesystem: optional explicit filesystem.
     :param columns: columns to read (default: all).
     """
+    import pyarrow.dataset as ds  # noqa: PLC0415 - imports pandas: only when reading
+
     fs, base = resolve_target(path, filesystem)
-    dataset = ds.dataset(base, filesystem=fs, format="parquet", partitioning=PARTITIONING)
+    dataset = ds.dataset(base, filesystem=fs, format="parquet", partitioning=_partitioning())
     return dataset.to_table(columns=columns).to_pandas(types_mapper=None, date_as_object=True)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_dicom.dicomweb.node import DicomWebNode
-from airflow_dicom.dicomweb.qido import qido_find
 from airflow_dicom.dimse.errors import InvalidRequestError
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.query import FindQuery, FindStats, find
+from airflow_dicom.dimse.query import FindQuery, FindStats
+from airflow_dicom.dimse.query.walk import find_matches
 from airflow_dicom.landing.parquet import write_parquet
 from airflow_dicom.landing.storage import display_path
 from airflow_dicom.landing.table import TableBuilder
 from airflow_dicom.landing.tabular import write_csv, write_sql
+
+if TYPE_CHECKING:
+    from airflow_dicom.dicomweb.node import DicomWebNode
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,8 @@ def find_and_land(
     sql_table: str | None = None,
     filesystem: Any = None,
     source_node: str | None = None,
+    matches: Iterable[Any] | None = None,
+    stats: FindStats | None = None,
 ) -> FindLanding:
     """Run ``query`` on ``node`` and land the complete result; nothing is written if the query fails.
 
@@ -100,21 +105,29 @@ def find_and_land(
     :param filesystem: optional explicit filesystem for ``output``.
     :param source_node: the value of the ``source_node`` column (default: the connection id, else
         ``AET@host:port``).
+    :param matches: the query's matches when the caller already started the walk (e.g. a
+        :class:`~airflow_dicom.dimse.query.background.Prefetched` :func:`find_matches`, so that the
+        command line imports this module while the node computes its answer); default: run it here.
+    :param stats: the walk's counters (give the ones the ``matches`` walk fills).
     """
     if output_format not in FORMATS:
         raise InvalidRequestError(f"output format {output_format!r} is not one of {', '.join(FORMATS)}")
     if output_format == "sql" and not sql_table:
         raise InvalidRequestError("the sql format needs a table name (sql_table)")
     started = time.monotonic()
-    stats = FindStats()
-    if isinstance(node, DicomWebNode):
+    stats = stats if stats is not None else FindStats()
+    if not isinstance(node, DicomNode):  # a DicomWebNode (its HTTP client is imported only then)
+        from airflow_dicom.dicomweb.qido import qido_matches  # noqa: PLC0415
+
         label = source_node or node.name or node.url
-        finder: Any = qido_find
+        finder: Any = qido_matches
     else:
         label = source_node or node.name or f"{node.called_ae_title}@{node.host}:{node.port}"
-        finder = find
+        finder = find_matches
     builder = TableBuilder(query.columns, source_node=label, level=query.level, interval=query.date_range)
-    builder.extend(finder(node, query, max_results_per_query=max_results_per_query, stats=stats))
+    if matches is None:
+        matches = finder(node, query, max_results_per_query=max_results_per_query, stats=stats)
+    builder.extend(matches)
     table = builder.table()
     interval = query.date_range
     landing = FindLanding(

@@ -32,10 +32,10 @@ from typing import Any
 import pyarrow as pa
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_dict
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName
 
-from airflow_dicom.dimse.query import DateRange, multi_values
+from airflow_dicom.dimse.query import DateRange
+from airflow_dicom.dimse.query.match import Match, element_items, key_specs
+from airflow_dicom.landing.arrow_arrays import constant, to_array
 
 log = logging.getLogger(__name__)
 
@@ -191,37 +191,40 @@ def schema_for(columns: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _raw(row: Dataset | Mapping[str, Any], keyword: str) -> Any:
+def _items(row: Match | Dataset | Mapping[str, Any], keyword: str) -> list[Any]:
+    """The values of ``keyword`` in a row (a match, a pydicom Dataset or a keyword -> value mapping)."""
+    if isinstance(row, Match):
+        return row.items(keyword)
     if isinstance(row, Dataset):
-        if keyword not in row:
-            return None
-        return row[keyword].value
-    return row.get(keyword)
+        return element_items(row[keyword].value) if keyword in row else []
+    return element_items(row.get(keyword))
 
 
-def _texts(value: Any) -> list[Any]:
-    """Element value -> list of its values (text, or already typed values from a mapping)."""
-    if value is None:
-        return []
-    if isinstance(value, PersonName):
-        text = str(value)
-        return [text] if text else []
-    if isinstance(value, (str, bytes, MultiValue, list, tuple)):
-        return multi_values(value)
-    return [value]
+#: rows typed into one Arrow record batch at a time (the Python values of a batch are then let go)
+BATCH_ROWS = 8192
 
 
 class TableBuilder:
     """Accumulate C-FIND rows into typed columns; :meth:`table` gives the pyarrow table.
 
+    Rows are typed into Arrow record batches of :data:`BATCH_ROWS` as they come (a few hundred bytes per
+    row instead of a Python object per value).
+
     :param columns: the DICOM keywords of the table (e.g. :attr:`FindQuery.columns`).
     :param source_node: the node the rows came from (``AET@host:port`` or the connection id).
     :param level: the query level.
     :param interval: the queried study-date interval (or ``None``).
+    :param batch_rows: rows per record batch.
     """
 
     def __init__(
-        self, columns: Sequence[str], *, source_node: str, level: str, interval: DateRange | None
+        self,
+        columns: Sequence[str],
+        *,
+        source_node: str,
+        level: str,
+        interval: DateRange | None,
+        batch_rows: int = BATCH_ROWS,
     ) -> None:
         self.columns = tuple(columns)
         self.schema = schema_for(self.columns)
@@ -230,12 +233,15 @@ class TableBuilder:
         self.interval = interval
         self._multi = {k: _is_multi(k) for k in self.columns}
         self._convert = {k: _converter(k) for k in self.columns}
+        self._keys = key_specs(self.columns)
         self._data: dict[str, list[Any]] = {k: [] for k in self.columns}
+        self._batches: list[pa.RecordBatch] = []
+        self._pending = 0
+        self.batch_rows = max(1, int(batch_rows))
         self.invalid: Counter[str] = Counter()
         self.rows = 0
 
-    def _value(self, keyword: str, raw: Any) -> Any:
-        items = _texts(raw)
+    def _value(self, keyword: str, items: list[Any]) -> Any:
         convert = self._convert[keyword]
         out = []
         for item in items:
@@ -250,16 +256,23 @@ class TableBuilder:
             self.invalid[keyword] += 1  # several values where the dictionary allows one: keep the first
         return out[0] if out else None
 
-    def add(self, row: Dataset | Mapping[str, Any]) -> None:
-        """Add one result row (a pydicom Dataset or a keyword -> value mapping).
+    def add(self, row: Match | Dataset | Mapping[str, Any]) -> None:
+        """Add one result row (a :class:`Match`, a pydicom Dataset or a keyword -> value mapping).
 
         :param row: the row.
         """
-        for keyword in self.columns:
-            self._data[keyword].append(self._value(keyword, _raw(row, keyword)))
+        if isinstance(row, Match):
+            for keyword, items in zip(self.columns, row.items_of(self._keys), strict=True):
+                self._data[keyword].append(self._value(keyword, items))
+        else:
+            for keyword in self.columns:
+                self._data[keyword].append(self._value(keyword, _items(row, keyword)))
         self.rows += 1
+        self._pending += 1
+        if self._pending >= self.batch_rows:
+            self._flush()
 
-    def extend(self, rows: Iterable[Dataset | Mapping[str, Any]]) -> TableBuilder:
+    def extend(self, rows: Iterable[Match | Dataset | Mapping[str, Any]]) -> TableBuilder:
         """Add every row of ``rows``; return self.
 
         :param rows: result rows.
@@ -268,6 +281,24 @@ class TableBuilder:
             self.add(row)
         return self
 
+    def _flush(self) -> None:
+        """Type the rows added since the last batch into a record batch."""
+        n = self._pending
+        if not n:
+            return
+        arrays = [to_array(self._data[k], self.schema.field(k).type) for k in self.columns]
+        first = self.interval.first if self.interval else None
+        last = self.interval.last if self.interval else None
+        arrays += [
+            constant(self.source_node, n, pa.string()),
+            constant(self.level, n, pa.string()),
+            constant(first, n, pa.date32()),
+            constant(last, n, pa.date32()),
+        ]
+        self._batches.append(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+        self._data = {k: [] for k in self.columns}
+        self._pending = 0
+
     def table(self) -> pa.Table:
         """The typed table (logs how many values per keyword could not be parsed, without the values)."""
         if self.invalid:
@@ -275,17 +306,8 @@ class TableBuilder:
                 "values that are not valid for their VR were landed as nulls: %s",
                 ", ".join(f"{k}: {n}" for k, n in sorted(self.invalid.items())),
             )
-        arrays = [pa.array(self._data[k], type=self.schema.field(k).type) for k in self.columns]
-        n = self.rows
-        first = self.interval.first if self.interval else None
-        last = self.interval.last if self.interval else None
-        arrays += [
-            pa.array([self.source_node] * n, pa.string()),
-            pa.array([self.level] * n, pa.string()),
-            pa.array([first] * n, pa.date32()),
-            pa.array([last] * n, pa.date32()),
-        ]
-        return pa.Table.from_arrays(arrays, schema=self.schema)
+        self._flush()
+        return pa.Table.from_batches(self._batches, schema=self.schema)
 
 
 def to_table(

@@ -19,9 +19,9 @@ from airflow_dicom.dimse import (
     AssociationRejectedError,
     DicomNode,
     NodeUnreachableError,
-    echo,
 )
 from airflow_dicom.dimse.association import open_association
+from airflow_dicom.dimse.echo import echo
 from airflow_dicom.dimse.pynetdicom_ext import make_acceptor_ae, make_nodelay_ae
 
 CLI = str(Path(sys.executable).with_name("airflow-dicom"))

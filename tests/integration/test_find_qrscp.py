@@ -4,13 +4,11 @@ ModalitiesInStudy: the filter is matched with a SERIES-level query per study, ne
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import date
 
 import pytest
 from harness.qrscp import QrscpPacs
-from harness.synth import Corpus, make_corpus
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from harness.synth import Corpus
 
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.query import FindStats, build_query, find_all, multi_values
@@ -18,25 +16,6 @@ from airflow_dicom.dimse.query import FindStats, build_query, find_all, multi_va
 pytestmark = pytest.mark.integration
 
 WEEK = {"date_from": "2024-01-01", "date_to": "2024-01-07"}
-
-
-@pytest.fixture(scope="module")
-def qrscp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QrscpPacs, Corpus]]:
-    """qrscp holding a week of 12 studies (uncompressed)."""
-    work = tmp_path_factory.mktemp("qrscp")
-    corpus = make_corpus(
-        n_patients=6,
-        studies_per_patient=2,
-        series_per_study=(1, 2),
-        instances_per_series=(1, 3),
-        days=7,
-        seed=12,
-        transfer_syntaxes=(ExplicitVRLittleEndian, ImplicitVRLittleEndian),
-    )
-    corpus.write(work / "source")
-    with QrscpPacs(work / "pacs") as pacs:
-        pacs.seed(work / "source")
-        yield pacs, corpus
 
 
 def _node(pacs: QrscpPacs) -> DicomNode:

@@ -93,6 +93,30 @@ def test_two_processes_same_output_and_valid_dicom(tmp_path: Path, key_file: Pat
     assert _errors(output) <= _errors(original)  # dciodvfy: no new errors
 
 
+def test_relative_paths_and_a_start_without_the_network_stack(tmp_path: Path, key_file: Path) -> None:
+    """Relative SRC/--out work as a shell user types them; the command imports neither pydicom nor
+    pynetdicom (their import is most of a short run)."""
+    study = write_study(tmp_path / "in", patient(1), series=1, instances=3, seed=1)
+    probe = (
+        "import sys\n"
+        "from airflow_dicom.cli import main\n"
+        "code = main(['pseudonymize', 'in', '--out', 'out', '--key-file', 'key'])\n"
+        "loaded = sorted(m for m in ('pydicom', 'pynetdicom', 'pandas') if m in sys.modules)\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["written"] == 3
+    assert "LOADED []" in result.stderr
+    written = sorted(p for p in (tmp_path / "out").rglob("*.dcm") if ".arrivals" not in p.parts)
+    assert len(written) == 3
+    pseudo_study = PseudonymKey(SECRET).uid(study.study_uid)
+    assert {pydicom.dcmread(p).StudyInstanceUID for p in written} == {pseudo_study}
+
+
 def test_series_sent_separately_join_one_study_in_orthanc(tmp_path: Path, key_file: Path, orthanc) -> None:
     orthanc.clear()
     study = write_study(tmp_path / "in", patient(3), series=2, instances=3)

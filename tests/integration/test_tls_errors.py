@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from harness.receiver_proc import CLI
 
-from airflow_dicom.dimse import echo
+from airflow_dicom.dimse.echo import echo
 from airflow_dicom.dimse.errors import AssociationAbortedError, NodeUnreachableError, TlsError
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.receiver import Receiver

@@ -20,7 +20,7 @@ from harness.orthanc import OrthancServer
 from harness.ports import free_port
 from harness.synth import make_instance, write_dataset
 
-from airflow_dicom.dimse import echo
+from airflow_dicom.dimse.echo import echo
 from airflow_dicom.dimse.errors import TlsError
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.query import FindStats, build_query, find_all

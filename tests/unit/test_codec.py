@@ -219,3 +219,14 @@ def test_walker_stops_at_the_requested_tag() -> None:
     assert 0x7FE00010 not in found  # after the stop tag
     with pytest.raises(MalformedDicomError):
         ElementWalker(b"\xfe\xff\x00\xe0\x00\x00\x00\x00", implicit=True).values()  # item tag at top level
+
+
+def test_vr_tables_and_implementation_uid_are_the_libraries() -> None:
+    import pynetdicom
+    from pydicom.valuerep import EXPLICIT_VR_LENGTH_16, EXPLICIT_VR_LENGTH_32
+
+    from airflow_dicom.dimse import codec
+
+    assert codec.LONG_LENGTH_VRS == {vr.value.encode() for vr in EXPLICIT_VR_LENGTH_32}
+    assert codec.SHORT_LENGTH_VRS == {vr.value.encode() for vr in EXPLICIT_VR_LENGTH_16}
+    assert codec.IMPLEMENTATION_CLASS_UID.startswith(pynetdicom.PYNETDICOM_UID_PREFIX)

@@ -156,6 +156,8 @@ def test_keys(tmp_path: Path) -> None:
     assert KEY.uid(uid) != other.uid(uid)
     assert KEY.uid("1.2.840.10008.1.2.1") == "1.2.840.10008.1.2.1"  # transfer syntax
     assert KEY.uid("1.2.840.10008.2.16.4") == "1.2.840.10008.2.16.4"  # DCM coding scheme
+    # every UID pydicom knows is kept (the rule is the standard's root, which also covers newer ones)
+    assert all(KEY.uid(known) == known for known in UID_dictionary)
     assert KEY.fingerprint != other.fingerprint and "unit-test" not in repr(KEY)
     assert -3651 <= KEY.date_shift_days("X") <= -365
     with pytest.raises(InvalidKeyError, match="at least 16"):
@@ -172,8 +174,8 @@ def test_keys(tmp_path: Path) -> None:
 
 
 def test_hostile_input_is_reported_and_nothing_written(tmp_path: Path, study) -> None:
-    bad = tmp_path / "bad"
-    bad.mkdir()
+    bad = tmp_path / "bad" / "PID-4711-SECRET"  # a patient-layout directory is named after the PatientID
+    bad.mkdir(parents=True)
     raw = study.files[0].read_bytes()
     (bad / "truncated.dcm").write_bytes(raw[: len(raw) // 3])
     (bad / "text.dcm").write_bytes(b"not dicom at all" * 20)
@@ -184,6 +186,7 @@ def test_hostile_input_is_reported_and_nothing_written(tmp_path: Path, study) ->
     assert "header-only.dcm: file meta information is truncated" in reasons[0]
     assert "text.dcm: not a DICOM Part 10 file" in reasons[1]
     assert "truncated.dcm: not readable DICOM (data set is truncated" in reasons[2]
+    assert not any("PID-4711" in reason for reason in reasons)
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
     with pytest.raises(PseudonymisationError, match="inside the input"):
         Pseudonymiser(KEY, tmp_path / "in" / "out").run([tmp_path / "in"])

@@ -84,9 +84,9 @@ def test_dimse_failure_is_retryable_without_response_or_out_of_resources(
     assert DimseFailureError(NODE, "C-FIND", status).retryable is retryable
 
 
-def test_file_errors_are_pydicoms_invalid_dicom_error() -> None:
+def test_file_errors_are_permanent_and_need_no_pydicom_import() -> None:
     for cls in (NotDicomError, MalformedDicomError):
-        assert issubclass(cls, InvalidDicomError) and issubclass(cls, PermanentDicomError)
+        assert issubclass(cls, PermanentDicomError) and not issubclass(cls, InvalidDicomError)
     assert str(NotDicomError("no DICM prefix")) == "no DICM prefix"
 
 

@@ -11,6 +11,7 @@ Rooms:
 * :mod:`.sockets` — TCP_NODELAY everywhere, the reason a connection failed, whole-PDU writes;
 * :mod:`.reactors` — the ``select()``-based DUL loop, the association base, the shared end-of-association
   step;
+* :mod:`.find` — C-FIND with raw identifiers, responses reassembled by the DUL thread, read in bulk;
 * :mod:`.requestor` — associations we open (a reactor that never steals responses) and the raw C-STORE;
 * :mod:`.acceptor` — associations our receiver serves (event-driven, C-STOREs through the codec);
 * :mod:`.negotiation` — the acceptor's association negotiation, done once per distinct request per server;
@@ -35,6 +36,7 @@ from airflow_dicom.dimse.pynetdicom_ext.compat import (
     hide_identifiers_from_logs,
     recheck_version,
 )
+from airflow_dicom.dimse.pynetdicom_ext.find import raw_find_supported, send_c_find_raw
 from airflow_dicom.dimse.pynetdicom_ext.requestor import RequestorAE, send_c_store
 from airflow_dicom.dimse.pynetdicom_ext.sockets import (
     NoDelayAE,
@@ -83,7 +85,9 @@ __all__ = [
     "make_nodelay_ae",
     "make_requestor_ae",
     "recheck_version",
+    "raw_find_supported",
     "recv_error",
+    "send_c_find_raw",
     "send_c_store",
     "set_nodelay",
     "tls_handshake_began",

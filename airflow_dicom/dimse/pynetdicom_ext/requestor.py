@@ -34,6 +34,7 @@ from airflow_dicom.dimse.codec import (
     pdata_pdus,
 )
 from airflow_dicom.dimse.errors import LostResponseError
+from airflow_dicom.dimse.pynetdicom_ext.find import FindResponseDIMSE
 from airflow_dicom.dimse.pynetdicom_ext.reactors import (
     REQUESTOR_IDLE_WAIT,
     OwnProvidersAssociation,
@@ -77,6 +78,10 @@ class StoreResponseDIMSE(RetrieveDIMSE):
         super().receive_primitive(primitive)
 
 
+class RequestorDIMSE(FindResponseDIMSE, StoreResponseDIMSE):
+    """The requestor's DIMSE provider: raw C-FIND responses (:mod:`.find`) and raw C-STORE responses."""
+
+
 class RequestorAssociation(OwnProvidersAssociation):
     """An association we request, whose reactor never takes DIMSE messages off the queue.
 
@@ -89,7 +94,7 @@ class RequestorAssociation(OwnProvidersAssociation):
     """
 
     dul_idle_wait = REQUESTOR_IDLE_WAIT
-    dimse_class = StoreResponseDIMSE
+    dimse_class = RequestorDIMSE
 
     def _run_reactor(self) -> None:
         checkpoint = self._reactor_checkpoint
@@ -242,12 +247,7 @@ def send_c_store(
     parts += pdata_pdus(context_id, memoryview(dataset), command=False, max_pdu=max_pdu)
     assoc.dimse.raw_responses = True
     try:
-        with sock.write_lock:
-            try:
-                sock.socket.sendall(b"".join(parts))
-            except OSError as exc:
-                sock.event_queue.put("Evt17")  # transport closed: the DUL's state machine aborts
-                raise LostResponseError(f"the connection failed while sending: {exc}") from exc
+        sock.send_whole(b"".join(parts))
         return _wait_response(assoc, msg_id, timeout)
     finally:
         assoc.dimse.raw_responses = False

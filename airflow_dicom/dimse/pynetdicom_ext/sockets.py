@@ -14,6 +14,8 @@ from pynetdicom import evt as _evt
 from pynetdicom import transport as _transport
 from pynetdicom.ae import ApplicationEntity
 
+from airflow_dicom.dimse.errors import LostResponseError
+
 
 def set_nodelay(sock: Any) -> None:
     """Set TCP_NODELAY on ``sock`` if it is a TCP socket (TLS-wrapped sockets included).
@@ -64,6 +66,19 @@ class RequestorSocket(_transport.AssociationSocket):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.write_lock = threading.Lock()
+
+    def send_whole(self, data: bytes) -> None:
+        """Write whole PDUs from the calling thread (under :attr:`write_lock`, as :meth:`send` does).
+
+        :param data: the encoded PDUs.
+        :raises LostResponseError: the connection failed (the DUL's state machine is told, and aborts).
+        """
+        with self.write_lock:
+            try:
+                self.socket.sendall(data)  # type: ignore[union-attr]
+            except (OSError, AttributeError) as exc:
+                self.event_queue.put("Evt17")  # transport closed
+                raise LostResponseError(f"the connection failed while sending: {exc}") from exc
 
     def _create_socket(self, address: _transport.AddressInformation) -> socket.socket:
         plain = super()._create_socket(address)

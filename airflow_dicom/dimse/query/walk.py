@@ -3,6 +3,9 @@
 A query is built and validated first (:func:`build_query`: level, matching keys, return keys, a study-date
 range, a modality filter), before any network traffic. :func:`find` then runs it over ONE association and
 yields one :class:`~pydicom.dataset.Dataset` per match, deduplicated on the level's unique key.
+:func:`find_matches` yields the same matches still encoded (:class:`~.match.Match`: a key is decoded when
+read), which is what the landing uses: on our associations the responses are read raw
+(:func:`~airflow_dicom.dimse.pynetdicom_ext.send_c_find_raw`), pydicom decodes nothing per match.
 
 How the walk works (the fix for pacsanini's letter-by-letter walk, which missed names starting with a
 digit, a non-ASCII letter or empty ones):
@@ -50,6 +53,7 @@ from pynetdicom.sop_class import (
 )
 
 from airflow_dicom.dimse.association import accepted_context, open_association
+from airflow_dicom.dimse.codec import MalformedDicomError
 from airflow_dicom.dimse.errors import (
     AssociationAbortedError,
     DimseFailureError,
@@ -58,7 +62,9 @@ from airflow_dicom.dimse.errors import (
     NoAcceptedContextError,
 )
 from airflow_dicom.dimse.node import DicomNode
-from airflow_dicom.dimse.query.keys import MODEL_NAMES, MODELS, UNIQUE_KEY, key_level, multi_values
+from airflow_dicom.dimse.pynetdicom_ext import raw_find_supported, send_c_find_raw
+from airflow_dicom.dimse.query.keys import MODEL_NAMES, MODELS, UNIQUE_KEY, key_level
+from airflow_dicom.dimse.query.match import Match
 from airflow_dicom.dimse.query.ranges import DateRange, TimeRange
 from airflow_dicom.dimse.query.request import FindQuery
 from airflow_dicom.dimse.status import Status, describe_status, is_pending
@@ -120,7 +126,7 @@ _LIMIT_ADVICE = (
 @dataclass
 class QueryAnswer:
     status: int
-    rows: list[Dataset]
+    rows: list[Match]
     truncated: bool
     reason: str
 
@@ -165,25 +171,41 @@ class FindSession:
         """Send one C-FIND and collect every response; classify the final status."""
         model = self._model(level)
         uid = MODELS[model]
-        if accepted_context(self.assoc, uid) is None:
+        context = accepted_context(self.assoc, uid)
+        if context is None:
             raise NoAcceptedContextError(self.node, f"C-FIND ({MODEL_NAMES[model]})")
         identifier = self._identifier(level, keys)
         self.stats.queries += 1
-        rows: list[Dataset] = []
+        rows: list[Match] = []
         final: int | None = None
-        for status_ds, found in self.assoc.send_c_find(identifier, uid):
-            code = getattr(status_ds, "Status", None)
-            if code is None:
-                break
-            code = int(code)
-            if is_pending(code):
-                if found is None:
-                    raise DimseFailureError(
-                        self.node, "C-FIND", code, f"{level} query for {where}: a match could not be decoded"
-                    )
-                rows.append(found)  # values are decoded (with its charset) when accessed
-                continue
-            final = code
+        undecodable = f"{level} query for {where}: a match could not be decoded"
+        if raw_find_supported(self.assoc, context):
+            syntax = context.transfer_syntax[0]
+            implicit, little = syntax.is_implicit_VR, syntax.is_little_endian
+            for code, _, data in send_c_find_raw(self.assoc, context, identifier):
+                if code is None:
+                    break
+                if is_pending(code):
+                    if data is None:
+                        raise DimseFailureError(self.node, "C-FIND", code, undecodable)
+                    try:  # elements are split now; values are decoded (with the charset) when read
+                        rows.append(Match.from_bytes(data, implicit=implicit, little=little))
+                    except MalformedDicomError as exc:
+                        raise DimseFailureError(self.node, "C-FIND", code, f"{undecodable} ({exc})") from exc
+                    continue
+                final = code
+        else:  # stock pynetdicom (outside the supported versions) or a deflated context
+            for status_ds, found in self.assoc.send_c_find(identifier, uid):
+                code = getattr(status_ds, "Status", None)
+                if code is None:
+                    break
+                code = int(code)
+                if is_pending(code):
+                    if found is None:
+                        raise DimseFailureError(self.node, "C-FIND", code, undecodable)
+                    rows.append(Match.from_dataset(found))
+                    continue
+                final = code
         self.stats.matches += len(rows)
         if final is None:
             if self.assoc.is_aborted or not self.assoc.is_established:
@@ -222,7 +244,7 @@ class FindSession:
             keys["ModalitiesInStudy"] = "\\".join(q.modalities) if q.modality_match == "node" else ""
         return keys
 
-    def _modality_ok(self, row: Dataset, where: str) -> bool:
+    def _modality_ok(self, row: Match, where: str) -> bool:
         """The local ``ModalitiesInStudy`` match (``modality_match="local"``).
 
         A node that returns no ``ModalitiesInStudy`` (pynetdicom's qrscp, some archives) is asked at SERIES
@@ -232,12 +254,12 @@ class FindSession:
         q = self.query
         if not q.modalities or q.modality_match != "local":
             return True
-        values = multi_values(row.ModalitiesInStudy) if "ModalitiesInStudy" in row else []
+        values = row.items("ModalitiesInStudy")
         present = {str(v).strip().upper() for v in values if str(v).strip()}
         if not present:
-            present = self._series_modalities(str(row.StudyInstanceUID), where)
+            present = self._series_modalities(row.text("StudyInstanceUID"), where)
             if present:
-                row.ModalitiesInStudy = sorted(present)
+                row.set("ModalitiesInStudy", sorted(present))
         return bool(present & set(q.modalities))
 
     def _series_modalities(self, uid: str, where: str) -> set[str]:
@@ -260,12 +282,12 @@ class FindSession:
         )
         if answer.truncated:
             raise FindTruncatedError(self.node, "SERIES", f"study {uid}", answer.reason, _LIMIT_ADVICE)
-        found = {str(r.get("Modality", "") or "").strip().upper() for r in answer.rows}
+        found = {r.text("Modality").strip().upper() for r in answer.rows}
         found.discard("")
         self._study_modalities[uid] = found
         return found
 
-    def walk_studies(self) -> Iterator[Dataset]:
+    def walk_studies(self) -> Iterator[Match]:
         """Every study matching the query (each once), splitting the date range on truncation."""
         keys = self._study_keys()
         if self.query.date_range is None:
@@ -273,7 +295,7 @@ class FindSession:
         else:
             yield from self._walk(keys, self.query.date_range, TimeRange())
 
-    def _walk(self, keys: dict[str, str], dates: DateRange | None, times: TimeRange) -> Iterator[Dataset]:
+    def _walk(self, keys: dict[str, str], dates: DateRange | None, times: TimeRange) -> Iterator[Match]:
         """Query one piece; yield its new studies; split when truncated. Returns the piece's study UIDs."""
         piece = dict(keys)
         where = "all study dates"
@@ -286,7 +308,7 @@ class FindSession:
         answer = self.ask("STUDY", piece, where)
         found: set[str] = set()
         for row in answer.rows:
-            uid = str(row.get("StudyInstanceUID", "") or "")
+            uid = row.text("StudyInstanceUID")
             if not uid:
                 raise DimseFailureError(
                     self.node, "C-FIND", answer.status, f"a STUDY match for {where} has no StudyInstanceUID"
@@ -347,9 +369,9 @@ class FindSession:
         q = self.query
         return bool(q.modalities) or any(key_level(k) == "SERIES" for k in (*q.matching, *q.return_keys))
 
-    def below(self, study: Dataset) -> Iterator[Dataset]:
+    def below(self, study: Match) -> Iterator[Match]:
         """Rows of the query's level (SERIES or IMAGE) in one study, with the study's attributes merged."""
-        uid = str(study.StudyInstanceUID)
+        uid = study.text("StudyInstanceUID")
         in_study = {"StudyInstanceUID": uid}
         if self.query.level == "SERIES":
             keys = self._leaf_keys("SERIES", ("SERIES", "IMAGE"))
@@ -361,46 +383,38 @@ class FindSession:
             if not answer.truncated:
                 for row in answer.rows:
                     self._check_unique("IMAGE", row, f"study {uid}", answer.status)
-                    yield _merge(row, study)
+                    yield row.merge(study)
                 return
             self.stats.splits += 1  # too many instances in one study: ask series by series
         series_keys = self._leaf_keys("SERIES", ("SERIES",))
         image_keys = self._leaf_keys("IMAGE", ("IMAGE",))
         for series in list(self._children("SERIES", in_study, series_keys, f"study {uid}", study)):
-            series_uid = str(series.SeriesInstanceUID)
+            series_uid = series.text("SeriesInstanceUID")
             in_series = {**in_study, "SeriesInstanceUID": series_uid}
             yield from self._children("IMAGE", in_series, image_keys, f"series {series_uid}", series)
 
-    def _check_unique(self, level: str, row: Dataset, where: str, status: int) -> None:
-        if not str(row.get(UNIQUE_KEY[level], "") or ""):
+    def _check_unique(self, level: str, row: Match, where: str, status: int) -> None:
+        if not row.text(UNIQUE_KEY[level]):
             raise DimseFailureError(
                 self.node, "C-FIND", status, f"a {level} match in {where} has no {UNIQUE_KEY[level]}"
             )
 
     def _children(
-        self, level: str, parent_keys: dict[str, str], keys: dict[str, str], where: str, parent: Dataset
-    ) -> Iterator[Dataset]:
+        self, level: str, parent_keys: dict[str, str], keys: dict[str, str], where: str, parent: Match
+    ) -> Iterator[Match]:
         """One query for the children of one study or series (these cannot be split by date)."""
         answer = self.ask(level, {**keys, **parent_keys}, where)
         if answer.truncated:
             raise FindTruncatedError(self.node, level, where, answer.reason, _LIMIT_ADVICE)
         for row in answer.rows:
             self._check_unique(level, row, where, answer.status)
-            yield _merge(row, parent)
+            yield row.merge(parent)  # the parent's attributes (study or series level) the row lacks
 
 
-def _merge(row: Dataset, parent: Dataset) -> Dataset:
-    """Add the parent's attributes (study or series level) that the row lacks."""
-    for element in parent:
-        if element.tag not in row and element.keyword not in ("QueryRetrieveLevel",):
-            row.add(element)
-    return row
-
-
-def _row_key(query: FindQuery, row: Dataset) -> tuple[str, ...]:
-    key = str(row.get(query.unique_key, "") or "")
+def _row_key(query: FindQuery, row: Match) -> tuple[str, ...]:
+    key = row.text(query.unique_key)
     if query.level == "PATIENT" and query.date_range is not None:
-        return (key, str(row.get("StudyDate", "") or ""))
+        return (key, row.text("StudyDate"))
     return (key,)
 
 
@@ -412,6 +426,31 @@ def find(
     stats: FindStats | None = None,
 ) -> Iterator[Dataset]:
     """Run ``query`` against ``node`` over one association; yield each match once (streamed).
+
+    Each match is the pydicom Dataset of its identifier (see :func:`find_matches` for the encoded form).
+    Every row carries the columns of :attr:`FindQuery.columns` the node returned (keys it does not
+    return are simply absent). The walk splits truncated queries (see the module docstring).
+
+    :param node: the node to query.
+    :param query: a request from :func:`build_query`.
+    :param max_results_per_query: for nodes that truncate silently: a query returning this many matches
+        or more is treated as truncated and split. ``None`` trusts the node's final status.
+    :param stats: a :class:`FindStats` to fill (queries sent, splits made...), read it after iterating.
+    :raises FindTruncatedError: a truncated piece cannot be split further.
+    :raises DicomError: association or DIMSE failure (typed, naming the node).
+    """
+    for match in find_matches(node, query, max_results_per_query=max_results_per_query, stats=stats):
+        yield match.dataset()
+
+
+def find_matches(
+    node: DicomNode,
+    query: FindQuery,
+    *,
+    max_results_per_query: int | None = None,
+    stats: FindStats | None = None,
+) -> Iterator[Match]:
+    """:func:`find`, yielding each match as a :class:`~.match.Match` (decoded key by key when read).
 
     Every row carries the columns of :attr:`FindQuery.columns` the node returned (keys it does not
     return are simply absent). The walk splits truncated queries (see the module docstring).
@@ -449,7 +488,7 @@ def find(
     )
 
 
-def walk_rows(session: FindSession, query: FindQuery, stats: FindStats) -> Iterator[Dataset]:
+def walk_rows(session: FindSession, query: FindQuery, stats: FindStats) -> Iterator[Match]:
     """Every row of ``query`` asked through ``session`` (any transport), each once.
 
     :param session: a :class:`FindSession` (C-FIND) or a subclass sending its queries another way.
@@ -462,12 +501,12 @@ def walk_rows(session: FindSession, query: FindQuery, stats: FindStats) -> Itera
         if key in seen:
             continue
         seen.add(key)
-        row.QueryRetrieveLevel = query.level
+        row.set("QueryRetrieveLevel", query.level)
         stats.results += 1
         yield row
 
 
-def _rows(session: FindSession, query: FindQuery) -> Iterator[Dataset]:
+def _rows(session: FindSession, query: FindQuery) -> Iterator[Match]:
     if query.level == "PATIENT" and not query.walks_studies:
         keys = {"PatientID": ""}
         for keyword in (*query.matching, *query.return_keys):
