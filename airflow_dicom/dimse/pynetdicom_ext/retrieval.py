@@ -29,9 +29,12 @@ from airflow_dicom.dimse.codec import (
     NO_DATASET,
     decode_command_set,
     decode_text,
+    encode_c_store_rsp,
+    pdata_pdus,
     us_value,
 )
 from airflow_dicom.dimse.pynetdicom_ext.acceptor import StoreRequestDIMSE
+from airflow_dicom.dimse.pynetdicom_ext.sockets import RequestorSocket
 
 #: Command Field of the responses decoded here (PS3.7 E.1) and the primitive each becomes
 _RESPONSES = {0x8010: _primitives.C_GET, 0x8021: _primitives.C_MOVE}
@@ -138,6 +141,41 @@ class RetrieveDIMSE(StoreRequestDIMSE):
     def _receive_pdv(self, context_id: int, data: bytes) -> None:
         self._context_id = context_id
         super()._receive_pdv(context_id, data)
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        """Send a DIMSE message; a C-GET's plain C-STORE-RSP is written to the socket by this thread.
+
+        The response is encoded by the codec and framed here, and written under the socket's write lock (as
+        :func:`~.requestor.send_c_store` writes requests): the PACS waits for it before its next C-STORE, and
+        the hop through the DUL thread cost a thread wake-up per instance. Anything else: see the base class.
+
+        :param primitive: the message primitive.
+        :param context_id: its presentation context.
+        """
+        sock = self.dul.socket
+        plain = isinstance(primitive, _primitives.C_STORE) and primitive.MessageIDBeingRespondedTo is not None
+        if not (plain and isinstance(sock, RequestorSocket) and sock.socket is not None and self.retrieves()):
+            super().send_msg(primitive, context_id)
+            return
+        extra = (primitive.ErrorComment, primitive.OffendingElement)
+        if primitive.Status is None or extra != (None, None):
+            super().send_msg(primitive, context_id)
+            return
+        if self._observed(_evt.EVT_DIMSE_SENT):
+            super().send_msg(primitive, context_id)
+            return
+        command = encode_c_store_rsp(
+            primitive.MessageIDBeingRespondedTo,
+            primitive.Status,
+            primitive.AffectedSOPClassUID,
+            primitive.AffectedSOPInstanceUID,
+        )
+        pdus = pdata_pdus(context_id, memoryview(command), command=True, max_pdu=self.maximum_pdu_size)
+        with sock.write_lock:
+            try:
+                sock.socket.sendall(b"".join(pdus))
+            except OSError:
+                sock.event_queue.put("Evt17")  # transport closed: the DUL's state machine aborts
 
     def _build_request(self, command: bytes) -> Any:
         request = super()._build_request(command)
