@@ -9,10 +9,11 @@ a third of a millisecond of CPU each on the 2-core machine, on the path every su
 :class:`~.requestor.StoreResponseDIMSE`). On an association that proposed a C-MOVE or C-GET model it decodes
 with the codec: C-MOVE-RSP and C-GET-RSP messages without a data set (every pending response, most final
 ones) into pynetdicom's ``C_MOVE``/``C_GET`` primitives, and the C-STOREs of a C-GET into ``C_STORE``
-primitives whose data set is never decoded (:class:`~.acceptor.StoreRequestDIMSE`, which also encodes their
-responses). pynetdicom's ``send_c_move``/``send_c_get`` then run unchanged: the primitives are the ones its
-decoder makes. Anything else (other associations, responses with an identifier, unknown elements, bound
-``EVT_DIMSE_RECV`` handlers) takes pynetdicom's path.
+primitives whose data set is never decoded (:class:`~.acceptor.StoreRequestDIMSE`); their responses are
+encoded by the codec and written to the socket by the requesting thread. pynetdicom's ``send_c_move`` and
+``send_c_get`` then run unchanged: the primitives are the ones its decoder makes. Anything else (other
+associations, responses with an identifier, unknown elements, bound ``EVT_DIMSE_RECV`` handlers) takes
+pynetdicom's path.
 """
 
 from __future__ import annotations
