@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_find import _timed as timed_with_rss
 from benchmarks.common import CLI, DCMTK_ENV, row
 
 RUNS = 3
@@ -264,21 +265,6 @@ def rows(workdir: Path) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------ the scale set
 
 
-def _timed_rss(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run ``cmd``; return its wall-clock seconds and its peak RSS in MB (from ``wait4``)."""
-    with tempfile.TemporaryFile() as stderr:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            stderr.seek(0)
-            tail = stderr.read().decode(errors="replace")[-1500:]
-            raise RuntimeError(f"{Path(cmd[0]).name} failed ({proc.returncode}): {tail}")
-    return elapsed, usage.ru_maxrss / 1024
-
-
 def scale_rows(workdir: Path) -> list[dict[str, Any]]:
     """Move and get the whole scale set, ours vs movescu on one association into storescp (same run).
 
@@ -308,9 +294,9 @@ def scale_rows(workdir: Path) -> list[dict[str, Any]]:
             data = _fresh(workdir / f"ours-{service}")
             extra = receive if service == "move" else []
             cmd = [CLI, service, *node, *extra, "--data-dir", str(data), "--quiet", *uids]
-            result = _timed_rss(cmd, DCMTK_ENV)
+            seconds, rss, _ = timed_with_rss(cmd, DCMTK_ENV)  # GNU time: the command's own peak RSS
             checked(data, f"our {service}")
-            return result
+            return seconds, rss
 
         def dcmtk() -> float:
             data = _fresh(workdir / "dcmtk")

@@ -22,7 +22,7 @@ from pynetdicom import build_context, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation, UserIdentityNegotiation
 from pynetdicom.sop_class import Verification
 
-from airflow_dicom.dimse.pynetdicom_ext import make_nodelay_ae
+from airflow_dicom.dimse.pynetdicom_ext import make_acceptor_ae, make_nodelay_ae
 from airflow_dicom.dimse.receiver import Receiver, storage_contexts
 
 pytestmark = pytest.mark.integration
@@ -159,3 +159,30 @@ def test_requests_with_user_identity_are_negotiated_every_time(receiver: Receive
         assert _outcome(assoc)[0][3] == 0x00
         assoc.release()
     assert len(receiver._server.negotiation_cache) == 0
+
+
+def test_handlers_observing_the_negotiation_see_pynetdicoms_own_primitives() -> None:
+    """With an EVT_ACSE_SENT handler bound, each acceptance is pynetdicom's: the handler sees the contexts."""
+    ae = make_acceptor_ae("OBSERVED")
+    sent: list[int] = []
+
+    def on_sent(event: Any) -> None:
+        results = getattr(event.primitive, "presentation_context_definition_results_list", None)
+        if results is not None and getattr(event.primitive, "result", None) == 0x00:
+            sent.append(len(results))
+
+    server = ae.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        contexts=storage_contexts(),
+        evt_handlers=[(evt.EVT_ACSE_SENT, on_sent)],
+    )
+    try:
+        for _ in range(2):
+            assoc = _associate(server.server_address[1], called="OBSERVED")
+            assert assoc.is_established
+            assoc.release()
+        assert len(server.negotiation_cache) == 0
+    finally:
+        server.shutdown()
+    assert sent == [len(_proposed())] * 2

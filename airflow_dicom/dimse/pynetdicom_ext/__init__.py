@@ -14,6 +14,8 @@ Rooms:
 * :mod:`.find` — C-FIND with raw identifiers, responses reassembled by the DUL thread, read in bulk;
 * :mod:`.requestor` — associations we open (a reactor that never steals responses) and the raw C-STORE;
 * :mod:`.acceptor` — associations our receiver serves (event-driven, C-STOREs through the codec);
+* :mod:`.negotiation` — the acceptor's association negotiation, done once per distinct request per server;
+* :mod:`.retrieval` — C-MOVE/C-GET responses and a C-GET's C-STOREs through the codec on our associations;
 * :mod:`.admission` — the receiver's accept loop only accepts; TLS handshake and first PDU are awaited per
   connection before a deadline; limits per peer, on waiting connections, by network;
 * :mod:`.compat` — the supported versions, the run-time check and the stock fallback.

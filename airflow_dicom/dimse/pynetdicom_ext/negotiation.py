@@ -21,8 +21,9 @@ PACS opens one association per request. A peer asks the same thing every time, s
 Everything that decides per association still runs per association: the calling/called AE title checks and
 the maximum number of associations (a rejection goes through pynetdicom's own negotiation), the events
 (``EVT_ACCEPTED``, ``EVT_ESTABLISHED``...). Requests with user identity, SOP class (common) extended
-negotiation or asynchronous operations items, and associations with a handler bound to ``EVT_PDU_RECV``
-or ``EVT_PDU_SENT`` (they expect pynetdicom's PDU objects) always take pynetdicom's path.
+negotiation or asynchronous operations items, and associations with a handler bound to ``EVT_PDU_RECV``,
+``EVT_PDU_SENT`` or ``EVT_ACSE_SENT`` (they expect pynetdicom's own PDUs and primitives) always take
+pynetdicom's path.
 """
 
 from __future__ import annotations
@@ -176,7 +177,9 @@ class KnownContextsRQ(_pdu.A_ASSOCIATE_RQ):
 
 
 def _observes_pdus(assoc: Any) -> bool:
-    return bool(assoc.get_handlers(_evt.EVT_PDU_RECV) or assoc.get_handlers(_evt.EVT_PDU_SENT))
+    """True when a handler expects pynetdicom's own PDUs or the full A-ASSOCIATE (accept) primitive."""
+    events = (_evt.EVT_PDU_RECV, _evt.EVT_PDU_SENT, _evt.EVT_ACSE_SENT)
+    return any(assoc.get_handlers(event) for event in events)
 
 
 class _WakingQueue(queue.Queue):

@@ -9,10 +9,11 @@ a third of a millisecond of CPU each on the 2-core machine, on the path every su
 :class:`~.requestor.StoreResponseDIMSE`). On an association that proposed a C-MOVE or C-GET model it decodes
 with the codec: C-MOVE-RSP and C-GET-RSP messages without a data set (every pending response, most final
 ones) into pynetdicom's ``C_MOVE``/``C_GET`` primitives, and the C-STOREs of a C-GET into ``C_STORE``
-primitives whose data set is never decoded (:class:`~.acceptor.StoreRequestDIMSE`, which also encodes their
-responses). pynetdicom's ``send_c_move``/``send_c_get`` then run unchanged: the primitives are the ones its
-decoder makes. Anything else (other associations, responses with an identifier, unknown elements, bound
-``EVT_DIMSE_RECV`` handlers) takes pynetdicom's path.
+primitives whose data set is never decoded (:class:`~.acceptor.StoreRequestDIMSE`); their responses are
+encoded by the codec and written to the socket by the requesting thread. pynetdicom's ``send_c_move`` and
+``send_c_get`` then run unchanged: the primitives are the ones its decoder makes. Anything else (other
+associations, responses with an identifier, unknown elements, bound ``EVT_DIMSE_RECV`` handlers) takes
+pynetdicom's path.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from airflow_dicom.dimse.codec import (
     NO_DATASET,
     decode_command_set,
     decode_text,
+    encode_c_store_rsp,
+    pdata_pdus,
     us_value,
 )
 from airflow_dicom.dimse.pynetdicom_ext.acceptor import StoreRequestDIMSE
+from airflow_dicom.dimse.pynetdicom_ext.sockets import RequestorSocket
 
 #: Command Field of the responses decoded here (PS3.7 E.1) and the primitive each becomes
 _RESPONSES = {0x8010: _primitives.C_GET, 0x8021: _primitives.C_MOVE}
@@ -138,6 +142,41 @@ class RetrieveDIMSE(StoreRequestDIMSE):
     def _receive_pdv(self, context_id: int, data: bytes) -> None:
         self._context_id = context_id
         super()._receive_pdv(context_id, data)
+
+    def send_msg(self, primitive: Any, context_id: int) -> None:
+        """Send a DIMSE message; a C-GET's plain C-STORE-RSP is written to the socket by this thread.
+
+        The response is encoded by the codec and framed here, and written under the socket's write lock (as
+        :func:`~.requestor.send_c_store` writes requests): the PACS waits for it before its next C-STORE, and
+        the hop through the DUL thread cost a thread wake-up per instance. Anything else: see the base class.
+
+        :param primitive: the message primitive.
+        :param context_id: its presentation context.
+        """
+        sock = self.dul.socket
+        plain = isinstance(primitive, _primitives.C_STORE) and primitive.MessageIDBeingRespondedTo is not None
+        if not (plain and isinstance(sock, RequestorSocket) and sock.socket is not None and self.retrieves()):
+            super().send_msg(primitive, context_id)
+            return
+        extra = (primitive.ErrorComment, primitive.OffendingElement)
+        if primitive.Status is None or extra != (None, None):
+            super().send_msg(primitive, context_id)
+            return
+        if self._observed(_evt.EVT_DIMSE_SENT):
+            super().send_msg(primitive, context_id)
+            return
+        command = encode_c_store_rsp(
+            primitive.MessageIDBeingRespondedTo,
+            primitive.Status,
+            primitive.AffectedSOPClassUID,
+            primitive.AffectedSOPInstanceUID,
+        )
+        pdus = pdata_pdus(context_id, memoryview(command), command=True, max_pdu=self.maximum_pdu_size)
+        with sock.write_lock:
+            try:
+                sock.socket.sendall(b"".join(pdus))
+            except OSError:
+                sock.event_queue.put("Evt17")  # transport closed: the DUL's state machine aborts
 
     def _build_request(self, command: bytes) -> Any:
         request = super()._build_request(command)
