@@ -6,16 +6,19 @@ paid (1) the DUL thread's ~1 ms poll before it noticed the response (fixed by :c
 through the DUL thread and its state machine for every P-DATA PDU sent and (4) pydicom encoding and
 decoding the command sets. :class:`RequestorAssociation` removes (2), and pynetdicom#875 with it (its
 reactor never takes a DIMSE message off the queue, so the thread that sent a request is the only consumer
-of the response); :func:`send_c_store` removes (3) and (4).
+of the response); :func:`send_c_store` removes (3) and (4), and reads the response itself
+(:mod:`.direct`: no hand-over from the DUL thread).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import queue
 import socket
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +37,7 @@ from airflow_dicom.dimse.codec import (
     pdata_pdus,
 )
 from airflow_dicom.dimse.errors import LostResponseError
+from airflow_dicom.dimse.pynetdicom_ext.direct import RequestorDUL, direct_read_possible, read_store_response
 from airflow_dicom.dimse.pynetdicom_ext.find import FindResponseDIMSE
 from airflow_dicom.dimse.pynetdicom_ext.reactors import (
     REQUESTOR_IDLE_WAIT,
@@ -93,6 +97,7 @@ class RequestorAssociation(OwnProvidersAssociation):
     parked (``_is_paused`` True) in between: a ``send_*`` call finds it paused and never waits.
     """
 
+    dul_class = RequestorDUL
     dul_idle_wait = REQUESTOR_IDLE_WAIT
     dimse_class = RequestorDIMSE
 
@@ -206,13 +211,16 @@ def send_c_store(
     *,
     priority: int = 2,
     timeout: float,
+    while_waiting: Callable[[], object] | None = None,
 ) -> StoreResponse:
     """Send a C-STORE request with an already encoded data set and wait for its response.
 
     On a :class:`RequestorAssociation` this replaces pynetdicom's ``Association.send_c_store``: the command
     set is encoded by the codec, the command and the data set are framed into P-DATA-TF PDUs and written
     to the socket by this thread (under the socket's write lock, shared with the DUL thread), and the
-    C-STORE-RSP decoded by :class:`StoreResponseDIMSE` is taken off the DIMSE queue. Differences from
+    C-STORE-RSP is read from the socket by this thread too and decoded by the codec
+    (:func:`~.direct.read_store_response`; anything unexpected goes to the DUL and the response is then taken
+    off the DIMSE queue, decoded by :class:`StoreResponseDIMSE`). Differences from
     pynetdicom: nothing is decoded or converted (``dataset`` must be encoded in the transfer syntax of
     context ``context_id``, e.g. the bytes after a file's meta information); no ``EVT_DIMSE_SENT`` or
     ``EVT_PDU_SENT`` event fires; a lost response raises instead of returning an empty dataset.
@@ -228,6 +236,8 @@ def send_c_store(
     :param dataset: the encoded data set.
     :param priority: 0 medium, 1 high, 2 low.
     :param timeout: seconds to wait for the response.
+    :param while_waiting: called once the request is written, before the response is awaited (work that
+        overlaps the peer's, e.g. reading the next file); it must not raise.
     :returns: the response (``Status``, ``ErrorComment``... as in pynetdicom's ``C_STORE`` primitive).
     :raises LostResponseError: the socket failed, the association was aborted, or no response came in time
         (the association is unusable afterwards).
@@ -235,9 +245,12 @@ def send_c_store(
     References: PS3.7 9.1.1 (C-STORE) and 9.3.1 (its messages), PS3.8 9.3.5 (P-DATA-TF).
     """
     if not isinstance(assoc, RequestorAssociation):
-        return _send_c_store_stock(
+        rsp = _send_c_store_stock(
             assoc, context_id, msg_id, sop_class_uid, sop_instance_uid, dataset, priority, timeout
         )
+        if while_waiting is not None:
+            while_waiting()
+        return rsp
     sock = assoc.dul.socket
     if not isinstance(sock, RequestorSocket) or sock.socket is None:
         raise LostResponseError("the association has no usable socket")
@@ -245,9 +258,17 @@ def send_c_store(
     command = encode_c_store_rq(msg_id, sop_class_uid, sop_instance_uid, priority)
     parts = pdata_pdus(context_id, memoryview(command), command=True, max_pdu=max_pdu)
     parts += pdata_pdus(context_id, memoryview(dataset), command=False, max_pdu=max_pdu)
+    direct = direct_read_possible(assoc)
     assoc.dimse.raw_responses = True
     try:
-        sock.send_whole(b"".join(parts))
+        with assoc.dul.reading() if direct else contextlib.nullcontext():
+            sock.send_whole(b"".join(parts))
+            if while_waiting is not None:
+                while_waiting()
+            if direct:
+                rsp = read_store_response(assoc, msg_id, timeout)
+                if rsp is not None:
+                    return rsp
         return _wait_response(assoc, msg_id, timeout)
     finally:
         assoc.dimse.raw_responses = False

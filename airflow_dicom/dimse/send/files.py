@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -202,11 +203,15 @@ def collect_files(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str
                 found.append(candidate)
     if missing:
         raise InvalidRequestError(f"nothing to send at: {', '.join(missing)}; check the paths")
-    seen: set[str] = set()
+    seen: set[tuple[int, int]] = set()
     unique: list[str] = []
     for path in found:
-        key = os.path.realpath(path)
-        if key not in seen and os.path.isfile(path):
+        try:
+            status = os.stat(path)  # one stat: the same file by any path (links) and "is a file"
+        except OSError:
+            continue
+        key = (status.st_dev, status.st_ino)
+        if key not in seen and stat.S_ISREG(status.st_mode):
             seen.add(key)
             unique.append(path)
     return unique

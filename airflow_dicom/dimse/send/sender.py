@@ -223,6 +223,21 @@ class _Sender:
             if key[1] in FALLBACK_SYNTAXES and key[0] not in fallback:
                 fallback[key[0]] = (int(context.context_id), key[1])
         msg_id = 0
+        prepared: dict[str, Any] = {}  # the next file's bytes (or why they could not be read), read early
+
+        def prepare_next() -> None:
+            # runs while the peer stores the current file: read (and check) the next one meanwhile
+            if len(pending) < 2:
+                return
+            upcoming = pending[1]
+            route = self._route(assoc, exact, fallback, upcoming)
+            if route is None or route[1] is not None:
+                return  # refused, or to be transcoded: done in its turn
+            try:
+                prepared[upcoming.path] = read_dataset_bytes(upcoming, check=self.check_files)
+            except (MalformedDicomError, OSError) as exc:
+                prepared[upcoming.path] = exc
+
         while pending:
             info = pending[0]
             route = self._route(assoc, exact, fallback, info)
@@ -232,8 +247,13 @@ class _Sender:
                 continue
             context_id, target = route
             try:
-                if target is None:
-                    data: Any = read_dataset_bytes(info, check=self.check_files)
+                early = prepared.pop(info.path, None)
+                if isinstance(early, BaseException):
+                    raise early
+                if early is not None and target is None:
+                    data: Any = early
+                elif target is None:
+                    data = read_dataset_bytes(info, check=self.check_files)
                 else:
                     data = _transcode(info, target)
             except (MalformedDicomError, OSError) as exc:
@@ -256,6 +276,7 @@ class _Sender:
                     data,
                     priority=self.priority,
                     timeout=self.response_timeout,
+                    while_waiting=prepare_next,
                 )
             except LostResponseError as exc:
                 log.warning(
