@@ -235,7 +235,7 @@ class _Sender:
                 return  # refused, or to be transcoded: done in its turn
             try:
                 prepared[upcoming.path] = read_dataset_bytes(upcoming, check=self.check_files)
-            except (MalformedDicomError, OSError) as exc:
+            except Exception as exc:  # reported in the file's own turn, as if read then
                 prepared[upcoming.path] = exc
 
         while pending:
@@ -260,9 +260,10 @@ class _Sender:
                 pending.popleft()
                 self._failed(info, f"invalid DICOM file: {exc}", attempts=attempts.get(info.path, 0))
                 continue
-            except Exception as exc:  # pydicom cannot decode/encode this data set
+            except Exception as exc:  # pydicom cannot decode/encode this data set (or the check broke on it)
                 pending.popleft()
-                self._failed(info, f"cannot transcode to {UID(target or '').name}: {exc}")
+                what = f"cannot transcode to {UID(target).name}" if target else "invalid DICOM file"
+                self._failed(info, f"{what}: {exc}", attempts=attempts.get(info.path, 0))
                 continue
             msg_id = msg_id % 65535 + 1
             attempts[info.path] = attempts.get(info.path, 0) + 1
