@@ -5,6 +5,9 @@ Rows (best of three whole ``storescu`` runs, association set-up included; receiv
 * 1,000 small instances (8 KB pixel data) and 200 x 512 KB instances: ours vs dcmtk ``storescp``.
 * 200 x 512 KB: ours vs the pacsanini baseline (below), to check "at least 10x faster on large
   instances".
+* 100 associations of one small instance each: dcmtk ``storescu`` run once per file (its default proposal,
+  128 presentation contexts, as a modality sends), into our receiver vs into dcmtk's ``storescp``: the
+  per-association cost (negotiation, threads, set-up), ``storescu``'s own start-up on both sides.
 
 The **pacsanini baseline** is a faithful small re-implementation of pacsanini's storescp handler, kept
 here only as a yardstick: a plain pynetdicom ``AE`` accepting the storage SOP classes with the default
@@ -29,7 +32,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from harness.dcmtk import DcmtkStorescp, storescu
+from harness.dcmtk import DCMTK_ENV, DcmtkStorescp, dcmtk_tool, storescu
 from harness.ports import free_port
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, StoragePresentationContexts, evt
@@ -41,6 +44,8 @@ from airflow_dicom.testing import make_corpus
 RUNS = 3
 SMALL = (1000, 8 * 1024)
 LARGE = (200, 512 * 1024)
+#: associations (one storescu run, one small instance each) in the per-association row
+ASSOCIATIONS = 100
 
 
 def _corpus(workdir: Path, count: int, pixel_bytes: int) -> Path:
@@ -154,6 +159,54 @@ def _measure_pacsanini(files: Path, data: Path, count: int, nodelay: bool) -> fl
     return best
 
 
+def _one_instance_per_association(port: int, aet: str, files: list[Path]) -> subprocess.CompletedProcess[str]:
+    """dcmtk ``storescu`` once per file (default proposal): one association per instance."""
+    proc: subprocess.CompletedProcess[str] | None = None
+    for path in files:
+        proc = subprocess.run(
+            [dcmtk_tool("storescu"), "-aet", "STORESCU", "-aec", aet, "127.0.0.1", str(port), str(path)],
+            env=DCMTK_ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if proc.returncode != 0:
+            return proc
+    assert proc is not None
+    return proc
+
+
+def _associations_row(corpus: Path, workdir: Path) -> dict:
+    """Our receiver vs dcmtk storescp, :data:`ASSOCIATIONS` associations of one small instance each."""
+    files = sorted(p for p in corpus.rglob("*") if p.is_file())[:ASSOCIATIONS]
+    data = workdir / "ours-associations"
+    port = free_port()
+    with Receiver(data, ae_title="OURS", host="127.0.0.1", port=port, layout="patient"):
+        ours = _best_of(
+            RUNS, lambda: _one_instance_per_association(port, "OURS", files), lambda: _clear(data)
+        )
+    if _count_files(data) != len(files):
+        raise RuntimeError(f"our receiver stored {_count_files(data)} of {len(files)}")
+    dcmtk_data = workdir / "dcmtk-associations"
+    dcmtk_data.mkdir(parents=True, exist_ok=True)
+    with DcmtkStorescp("DCMTK", dcmtk_data) as scp:
+        dcmtk = _best_of(
+            RUNS, lambda: _one_instance_per_association(scp.port, "DCMTK", files), lambda: scp.clear()
+        )
+        stored = len(scp.files())
+    if stored != len(files):
+        raise RuntimeError(f"dcmtk storescp stored {stored} of {len(files)}")
+    return {
+        "name": f"storescp: {len(files)} associations, one small instance each",
+        "ours_s": round(ours, 3),
+        "dcmtk_s": round(dcmtk, 3),
+        "ratio": round(ours / dcmtk, 2),
+        "goal": 1.3,
+        "note": "storescu once per file (default proposal), ours vs dcmtk storescp, best of 3",
+    }
+
+
 def rows(workdir: Path) -> list[dict]:
     """Measure and return the benchmark rows (see the module docstring).
 
@@ -189,6 +242,7 @@ def rows(workdir: Path) -> list[dict]:
                         f"{baseline / ours:.1f}x faster",
                     }
                 )
+    out.append(_associations_row(_corpus(workdir, *SMALL), workdir))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from harness.dcmtk import DcmtkStorescp
 from harness.send_scp import StoreSCP
 from harness.synth import make_corpus, make_instance, write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
+from pynetdicom import evt
 from pynetdicom.sop_class import _STORAGE_CLASSES
 
 from airflow_dicom.dimse.errors import InvalidRequestError, NodeUnreachableError, SendFailedError
@@ -182,6 +184,52 @@ def test_lost_response_is_bounded_and_retried_on_a_fresh_association(tmp_path) -
     assert report.retried[0].attempts == 2
     assert report.associations == 2
     assert set(scp.received) == {ds.SOPInstanceUID for ds in datasets}
+
+
+@dataclass
+class _AbortingSCP(StoreSCP):
+    """Aborts the association, once, when it receives the C-STORE of an instance in ``abort_once``."""
+
+    abort_once: frozenset[str] = frozenset()
+
+    def _handle_store(self, event: evt.Event) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if uid in self.abort_once and uid not in self.attempts:
+            self.attempts[uid] = 1
+            event.assoc.abort()
+            return 0xA700  # never sent: the association is gone
+        return super()._handle_store(event)
+
+
+def test_a_peer_abort_while_the_response_is_awaited_is_retried_on_a_fresh_association(tmp_path) -> None:
+    """The sending thread reads the response itself; an A-ABORT instead goes to pynetdicom's state machine."""
+    datasets = [make_instance(seed=n, pixel_bytes=4096) for n in range(8)]
+    for ds in datasets:
+        write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+    aborted = datasets[3].SOPInstanceUID
+    with _AbortingSCP(abort_once=frozenset({aborted})) as scp:
+        report = send(_node(scp.port, scp.aet), tmp_path, parallel=1, response_timeout=10)
+    report.raise_for_failures()
+    assert [r.sop_instance_uid for r in report.retried] == [aborted]
+    assert report.associations == 2
+    assert {r.sop_instance_uid for r in report.sent} == {ds.SOPInstanceUID for ds in datasets}
+    for ds in datasets:  # the same bytes arrived
+        path = tmp_path / f"{ds.SOPInstanceUID}.dcm"
+        raw = path.read_bytes()
+        assert scp.received[ds.SOPInstanceUID].data == raw[144 + int.from_bytes(raw[140:144], "little") :]
+
+
+def test_large_files_arrive_byte_for_byte(tmp_path) -> None:
+    """Multi-megabyte data sets go out as many PDUs in scatter-gather writes the socket takes in parts."""
+    datasets = [make_instance(seed=n, pixel_bytes=3 * 1024 * 1024 + 7) for n in range(3)]
+    for ds in datasets:
+        write_dataset(ds, tmp_path / f"{ds.SOPInstanceUID}.dcm")
+    with StoreSCP() as scp:
+        report = send(_node(scp.port, scp.aet, max_pdu=16384), tmp_path, parallel=1)
+    report.raise_for_failures()
+    for ds in datasets:
+        raw = (tmp_path / f"{ds.SOPInstanceUID}.dcm").read_bytes()
+        assert scp.received[ds.SOPInstanceUID].data == raw[144 + int.from_bytes(raw[140:144], "little") :]
 
 
 def test_repeated_large_sends_never_hang(tmp_path) -> None:

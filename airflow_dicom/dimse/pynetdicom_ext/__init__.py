@@ -13,6 +13,7 @@ Rooms:
   step;
 * :mod:`.find` — C-FIND with raw identifiers, responses reassembled by the DUL thread, read in bulk;
 * :mod:`.requestor` — associations we open (a reactor that never steals responses) and the raw C-STORE;
+* :mod:`.direct` — the C-STORE response read by the thread that sent the request (no DUL hand-over);
 * :mod:`.acceptor` — associations our receiver serves (event-driven, C-STOREs through the codec);
 * :mod:`.negotiation` — the acceptor's association negotiation, done once per distinct request per server;
 * :mod:`.retrieval` — C-MOVE/C-GET responses and a C-GET's C-STOREs through the codec on our associations;

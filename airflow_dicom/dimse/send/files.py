@@ -16,7 +16,6 @@ import stat
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
@@ -159,7 +158,8 @@ def read_dataset_bytes(info: DicomFileInfo, *, check: bool = True) -> memoryview
     :raises MalformedDicomError: the file changed since :func:`read_meta`, or is truncated/malformed.
     :raises OSError: the file cannot be read.
     """
-    raw = Path(info.path).read_bytes()
+    with open(info.path, "rb") as f:
+        raw = f.read()
     if len(raw) != info.size:
         raise MalformedDicomError(f"the file changed while being sent ({info.size} -> {len(raw)} bytes)")
     data = memoryview(raw)[info.dataset_offset :]
