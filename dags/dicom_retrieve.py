@@ -268,12 +268,15 @@ with DAG(
     def make_batches(**context: Any) -> list[str]:
         """The studies to retrieve cut into batch files; XCom ``studies``: the path of a Parquet of them.
 
-        XComs stay small whatever the number of studies: the batches (one UID per line) and the studies
-        with their expected instance counts are files in the shared data directory; the XComs hold their
-        paths (at most ``MAX_BATCHES`` batch files: larger runs get larger batches).
+        XComs stay small whatever the number of studies: the batches (one UID per line, with its expected
+        instance count when known) and the studies with their expected instance counts are files in the shared
+        data directory; the XComs hold their paths (at most ``MAX_BATCHES`` batch files: larger runs get
+        larger batches).
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
+
+        from airflow_dicom.landing.claims import write_batch
 
         params, run_dir = context["params"], _run_dir(context["run_id"])
         studies: dict[str, int | None] = {}
@@ -298,8 +301,8 @@ with DAG(
         batches = []
         for number, start in enumerate(range(0, len(uids), size)):
             path = os.path.join(batch_dir, f"{number:05d}.txt")
-            with open(path, "w", encoding="ascii") as handle:
-                handle.write("".join(uid + "\n" for uid in uids[start : start + size]))
+            # with each study's expected count: a retry skips what the receiver already holds completely
+            write_batch(path, {uid: studies[uid] for uid in uids[start : start + size]})
             batches.append(path)
         studies_path = os.path.join(run_dir, "studies.parquet")
         counts = pa.array([studies[uid] for uid in uids], type=pa.int64())

@@ -40,7 +40,9 @@ class DistributedStack(AirflowStandalone):
         self.env.update(
             {
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CORE__PARALLELISM": "16",
+                # running + queued tasks: four times the workers' slots, so tasks wait in the broker for a
+                # free slot (taken at once) rather than in the scheduler for its next loop
+                "AIRFLOW__CORE__PARALLELISM": str(4 * concurrency * len(WORKERS)),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
                 "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url,
@@ -57,6 +59,9 @@ class DistributedStack(AirflowStandalone):
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
                 "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+                # the workers import the provider (pandas, pyarrow, pynetdicom) once, before Celery forks its
+                # pool: a task process inherits it instead of importing it again when it parses the DAG file
+                "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "airflow_dicom.celery_worker.CELERY_CONFIG",
                 "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
             }
         )
