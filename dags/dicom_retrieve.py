@@ -55,8 +55,9 @@ Configuration (environment, read when the DAG file is parsed):
   ``destination_aet``. Set it wherever workers run on other hosts than the receiver (CeleryExecutor): the
   PACS knows the receiver service's address, not a worker's; retrieval tasks then run in parallel.
 * ``AIRFLOW_DICOM_RETRIEVE_TASK_TIMEOUT`` (default 10800, 3 h): a retrieval task running longer fails and
-  is retried for what is missing; keep it below the Celery broker's visibility timeout (6 h by default), or
-  the broker delivers the task to a second worker while the first still runs (the batch claim then makes
+  is retried for what is missing; keep it below the Celery broker's visibility timeout
+  (``[celery_broker_transport_options] visibility_timeout``: 24 h unless set; the reference layout sets 6 h),
+  or the broker delivers the task to a second worker while the first still runs (the batch claim then makes
   the second copy wait).
 * ``AIRFLOW_DICOM_RETRIEVE_POOL`` (default none): an Airflow pool the retrieval tasks take a slot of (e.g.
   as many slots as associations the PACS allows us), ``AIRFLOW_DICOM_RETRIEVE_PARALLEL`` (default 2):
@@ -100,7 +101,7 @@ DESTINATION_AET = os.environ.get("AIRFLOW_DICOM_DESTINATION_AET", "")
 RETRIES = int(os.environ.get("AIRFLOW_DICOM_RETRIEVE_RETRIES", "2"))
 RETRY_DELAY = float(os.environ.get("AIRFLOW_DICOM_RETRY_DELAY", "30"))
 #: a retrieval task longer than this fails and is retried (fetching what is missing): it must stay under the
-#: Celery broker's visibility timeout (Airflow's default 21600 s), or Redis delivers the task a second time
+#: Celery broker's visibility timeout (the reference layout sets 21600 s), or Redis delivers the task again
 TASK_TIMEOUT = float(os.environ.get("AIRFLOW_DICOM_RETRIEVE_TASK_TIMEOUT", str(3 * 3600)))
 POOL = os.environ.get("AIRFLOW_DICOM_RETRIEVE_POOL", "") or None
 PARALLEL = int(os.environ.get("AIRFLOW_DICOM_RETRIEVE_PARALLEL", "2"))

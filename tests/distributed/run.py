@@ -150,7 +150,8 @@ def up(args: argparse.Namespace) -> int:
     print(f"PACS: {len(corpus.studies)} studies, {len(corpus.instances)} instances ({loaded:.0f} s)")
     env = stack_env(gate.host, gate.port, pacs.aet, data)
     env.update({"AIRFLOW_DICOM_RETRIEVE_POOL": "dicom_pacs", "AIRFLOW_DICOM_RETRIEVE_PARALLEL": "1"})
-    stack = DistributedStack(home / "airflow", DAGS, env, concurrency=4)
+    # tasks mostly wait on the PACS and the API server: more slots than cores (Airflow's default is 16)
+    stack = DistributedStack(home / "airflow", DAGS, env, concurrency=8)
     stack.start()
     pids += [p.popen.pid for p in [stack.postgres, stack.redis, *stack.services.values()]]
     (state / "pids.json").write_text(json.dumps({"home": str(home), "pids": pids, "stack": True}))
@@ -240,7 +241,7 @@ def wait_backfill(stack: DistributedStack, backfill_id: int, timeout: float = 18
         if mine and all(r["state"] in ("success", "failed") for r in mine):
             states = {r["state"] for r in mine}
             return "success" if states == {"success"} else f"{len(mine)} runs: {sorted(states)}"
-        time.sleep(2)
+        time.sleep(0.5)
     return "timeout"
 
 

@@ -47,6 +47,10 @@ class DistributedStack(AirflowStandalone):
                 "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url,
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
+                # every running run of a backfill gets its tasks scheduled in one scheduler loop (default 20)
+                "AIRFLOW__SCHEDULER__MAX_DAGRUNS_PER_LOOP_TO_SCHEDULE": "64",
+                # stated, not left to the provider's default: retrieval tasks time out well before it
+                "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
                 "AIRFLOW__CORE__HOSTNAME_CALLABLE": "distributed.hostname.worker_hostname",
@@ -70,8 +74,10 @@ class DistributedStack(AirflowStandalone):
         self.workers: dict[str, Process] = {}
 
     def _service(self, name: str, *args: str, env: dict[str, str] | None = None) -> Process:
+        # at the caller's priority (make distributed runs it under nice), as the PACS, the receiver and any
+        # one-process command it is compared with: a second nice would starve the stack on a busy machine
         process = Process(
-            ["nice", str(VENV_BIN / "airflow"), *args],
+            [str(VENV_BIN / "airflow"), *args],
             self.home / f"{name}.log",
             env={**self.env, **(env or {})},
             cwd=self.home,
