@@ -47,6 +47,9 @@ class DistributedStack(AirflowStandalone):
                 "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url,
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
+                # DAG files re-parsed every 30 s (Airflow's default), not every 5 s as the one-host tests do:
+                # each parse is a process importing the provider, CPU taken from the tasks on a small host
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
                 # every running run of a backfill gets its tasks scheduled in one scheduler loop (default 20)
                 "AIRFLOW__SCHEDULER__MAX_DAGRUNS_PER_LOOP_TO_SCHEDULE": "64",
                 # stated, not left to the provider's default: retrieval tasks time out well before it
