@@ -55,8 +55,9 @@ Configuration (environment, read when the DAG file is parsed):
   ``destination_aet``. Set it wherever workers run on other hosts than the receiver (CeleryExecutor): the
   PACS knows the receiver service's address, not a worker's; retrieval tasks then run in parallel.
 * ``AIRFLOW_DICOM_RETRIEVE_TASK_TIMEOUT`` (default 10800, 3 h): a retrieval task running longer fails and
-  is retried for what is missing; keep it below the Celery broker's visibility timeout (6 h by default), or
-  the broker delivers the task to a second worker while the first still runs (the batch claim then makes
+  is retried for what is missing; keep it below the Celery broker's visibility timeout
+  (``[celery_broker_transport_options] visibility_timeout``: 24 h unless set; the reference layout sets 6 h),
+  or the broker delivers the task to a second worker while the first still runs (the batch claim then makes
   the second copy wait).
 * ``AIRFLOW_DICOM_RETRIEVE_POOL`` (default none): an Airflow pool the retrieval tasks take a slot of (e.g.
   as many slots as associations the PACS allows us), ``AIRFLOW_DICOM_RETRIEVE_PARALLEL`` (default 2):
@@ -100,7 +101,7 @@ DESTINATION_AET = os.environ.get("AIRFLOW_DICOM_DESTINATION_AET", "")
 RETRIES = int(os.environ.get("AIRFLOW_DICOM_RETRIEVE_RETRIES", "2"))
 RETRY_DELAY = float(os.environ.get("AIRFLOW_DICOM_RETRY_DELAY", "30"))
 #: a retrieval task longer than this fails and is retried (fetching what is missing): it must stay under the
-#: Celery broker's visibility timeout (Airflow's default 21600 s), or Redis delivers the task a second time
+#: Celery broker's visibility timeout (the reference layout sets 21600 s), or Redis delivers the task again
 TASK_TIMEOUT = float(os.environ.get("AIRFLOW_DICOM_RETRIEVE_TASK_TIMEOUT", str(3 * 3600)))
 POOL = os.environ.get("AIRFLOW_DICOM_RETRIEVE_POOL", "") or None
 PARALLEL = int(os.environ.get("AIRFLOW_DICOM_RETRIEVE_PARALLEL", "2"))
@@ -268,12 +269,15 @@ with DAG(
     def make_batches(**context: Any) -> list[str]:
         """The studies to retrieve cut into batch files; XCom ``studies``: the path of a Parquet of them.
 
-        XComs stay small whatever the number of studies: the batches (one UID per line) and the studies
-        with their expected instance counts are files in the shared data directory; the XComs hold their
-        paths (at most ``MAX_BATCHES`` batch files: larger runs get larger batches).
+        XComs stay small whatever the number of studies: the batches (one UID per line, with its expected
+        instance count when known) and the studies with their expected instance counts are files in the shared
+        data directory; the XComs hold their paths (at most ``MAX_BATCHES`` batch files: larger runs get
+        larger batches).
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
+
+        from airflow_dicom.landing.claims import write_batch
 
         params, run_dir = context["params"], _run_dir(context["run_id"])
         studies: dict[str, int | None] = {}
@@ -298,8 +302,8 @@ with DAG(
         batches = []
         for number, start in enumerate(range(0, len(uids), size)):
             path = os.path.join(batch_dir, f"{number:05d}.txt")
-            with open(path, "w", encoding="ascii") as handle:
-                handle.write("".join(uid + "\n" for uid in uids[start : start + size]))
+            # with each study's expected count: a retry skips what the receiver already holds completely
+            write_batch(path, {uid: studies[uid] for uid in uids[start : start + size]})
             batches.append(path)
         studies_path = os.path.join(run_dir, "studies.parquet")
         counts = pa.array([studies[uid] for uid in uids], type=pa.int64())

@@ -51,9 +51,35 @@ def claim(path: str, poll: float = 2.0) -> Iterator[None]:
 
 
 def read_batch(path: str) -> list[str]:
-    """The UIDs of a batch file (one per line).
+    """The UIDs of a batch file (one per line, optionally followed by its expected instance count).
 
     :param path: the batch file.
     """
+    return list(read_batch_expected(path))
+
+
+def read_batch_expected(path: str) -> dict[str, int | None]:
+    """``{uid: expected instance count or None}`` of a batch file, in file order.
+
+    A line is ``<uid>`` or ``<uid> <count>``: with the count, a retried batch skips the studies our receiver
+    already holds completely (its arrival records), also when the retrieval report had not been written yet.
+
+    :param path: the batch file.
+    """
+    out: dict[str, int | None] = {}
     with open(path, encoding="ascii") as handle:
-        return [line.strip() for line in handle if line.strip()]
+        for line in handle:
+            fields = line.split()
+            if fields:
+                out[fields[0]] = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+    return out
+
+
+def write_batch(path: str, studies: dict[str, int | None]) -> None:
+    """Write a batch file: one ``<uid>`` or ``<uid> <count>`` line per study.
+
+    :param path: the batch file.
+    :param studies: ``{uid: expected instance count or None}``.
+    """
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write("".join(uid + ("" if n is None else f" {n}") + "\n" for uid, n in studies.items()))

@@ -37,7 +37,7 @@ from airflow_dicom.dimse.tls import embedded_receiver_tls
 from airflow_dicom.dimse.window import TimeWindow
 from airflow_dicom.hooks.dicom import DicomHook
 from airflow_dicom.hooks.dicomweb import DicomWebHook, retrieval_hook
-from airflow_dicom.landing.claims import claim, read_batch
+from airflow_dicom.landing.claims import claim, read_batch_expected
 
 #: at most this many failed UIDs are spelled out in the task's failure message (all are in the report)
 MAX_LISTED_FAILURES = 50
@@ -154,10 +154,12 @@ class _DicomRetrieveOperator(BaseOperator):
         level = normalise_level(self.level)
         source = self.find_results
         uids = self.uids
+        expected: dict[str, int | None] = {}
         if self.uids_file:
             if uids is not None or source is not None:
                 raise InvalidRequestError("give either uids_file, uids or find_results, not several")
-            uids = read_batch(str(self.uids_file))
+            expected = read_batch_expected(str(self.uids_file))
+            uids = list(expected)
         if isinstance(uids, dict) and "path" in uids:  # the find operator's XCom passed as uids
             source, uids = uids, None
         if uids is not None and source is not None:
@@ -170,7 +172,8 @@ class _DicomRetrieveOperator(BaseOperator):
             if not path:
                 raise InvalidRequestError(f"find_results {source!r} does not name a dataset path")
             return items_from_parquet(str(path), level, self.find_filter)
-        return make_items(parse_uid_list(uids), level)
+        counts = {uid: n for uid, n in expected.items() if n is not None}
+        return make_items(parse_uid_list(uids), level, counts or None)
 
     def _options(self) -> RetrieveOptions:
         return RetrieveOptions(
@@ -351,7 +354,9 @@ class DicomMoveOperator(_DicomRetrieveOperator):
     :param dicom_conn_id: the PACS connection (templated).
     :param uids: UIDs to retrieve (templated; a list, a string of UIDs, or the find operator's XCom).
     :param uids_file: a batch file (one UID per line, templated) in the shared data directory, instead of
-        ``uids``: the task claims the batch (``landing.claims``) so no two tasks retrieve it at once.
+        ``uids``: the task claims the batch (``landing.claims``) so no two tasks retrieve it at once. A line
+        may carry the study's expected instance count after the UID: a retry then skips the studies the
+        receiver already holds completely, even when the report had not recorded them yet.
     :param level: PATIENT, STUDY, SERIES or IMAGE (templated).
     :param find_results: path of the find operator's Parquet dataset, or its XCom (templated).
     :param find_filter: filter on the find results: a pandas query or ``{column: value(s)}`` (templated).

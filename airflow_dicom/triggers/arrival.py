@@ -87,39 +87,54 @@ class DicomArrivalTrigger(BaseTrigger):
         return write_manifest(self.manifest_path, result) if self.manifest_path else result
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Check the studies every ``poke_interval`` seconds until complete or past the deadline."""
+        """Check the studies every ``poke_interval`` seconds until complete or past the deadline.
+
+        A study that reached its expected instance count stays complete: later checks read only the studies
+        still pending, so a check costs what is left to arrive, not every study of the run. The manifest is
+        read once at the end, for every study.
+        """
         if self.studies_path and not self.studies:
             # imported here: the sensor module imports this one
             from airflow_dicom.sensors.arrival import expected_from_find_dataset
 
             self.studies = await asyncio.to_thread(expected_from_find_dataset, self.studies_path)
+        pending = dict(self.studies)
         while True:
             progress = await asyncio.to_thread(
-                assess_studies,
-                self.data_dir,
-                self.studies,
-                quiet_period=self.quiet_period,
-                include_files=self.include_files,
+                assess_studies, self.data_dir, pending, quiet_period=self.quiet_period, include_files=False
             )
+            for p in progress:
+                if p.complete and p.expected is not None:
+                    del pending[p.study_uid]
             incomplete = [p for p in progress if not p.complete]
             if not incomplete:
+                final = await self._assess_all()
                 self.log.info(
-                    "all %d studies complete (%d instances)", len(progress), sum(p.received for p in progress)
+                    "all %d studies complete (%d instances)", len(final), sum(p.received for p in final)
                 )
-                yield TriggerEvent({"status": "success", "manifest": self._manifest(progress)})
+                yield TriggerEvent({"status": "success", "manifest": self._manifest(final)})
                 return
             if self.deadline is not None and time.time() >= self.deadline:
                 yield TriggerEvent(
                     {
                         "status": "timeout",
                         "incomplete": [p.describe(self.quiet_period) for p in incomplete],
-                        "manifest": self._manifest(progress),
-                        "studies": len(progress),
+                        "manifest": self._manifest(await self._assess_all()),
+                        "studies": len(self.studies),
                     }
                 )
                 return
-            self.log.debug("%d of %d studies incomplete", len(incomplete), len(progress))
+            self.log.debug("%d of %d studies incomplete", len(incomplete), len(self.studies))
             await asyncio.sleep(self._sleep_time())
+
+    async def _assess_all(self) -> list:
+        return await asyncio.to_thread(
+            assess_studies,
+            self.data_dir,
+            self.studies,
+            quiet_period=self.quiet_period,
+            include_files=self.include_files,
+        )
 
     def _sleep_time(self) -> float:
         if self.deadline is None:

@@ -126,3 +126,48 @@ def test_find_then_get_from_the_parquet_results(loaded_conn, tmp_path) -> None:
     assert dict(zip(rows.uid, rows.expected, strict=True)) == {
         uid: corpus.study(uid).n_instances for uid in ct_studies
     }
+
+
+def test_a_retried_batch_skips_the_studies_the_receiver_already_holds(
+    orthanc, corpus, monkeypatch, tmp_path
+) -> None:
+    """A lost worker's batch is retried after its studies arrived but before its report rows were written: the
+    batch file's expected counts let the retry skip them from the receiver's arrival records."""
+    from airflow_dicom.dimse.receiver import Receiver
+    from airflow_dicom.landing.claims import read_batch, write_batch
+    from airflow_dicom.operators.retrieve import DicomMoveOperator
+
+    orthanc.clear()
+    studies = sorted(corpus.study_uids)[:4]
+    orthanc.upload_files(p for uid in studies for p in corpus.files_of_study(uid))
+    monkeypatch.setenv("AIRFLOW_CONN_RETRIEVE_PACS", _conn(orthanc))
+    port = free_port()
+    orthanc.register_modality("retrieve-service", "RTSERVICE", "127.0.0.1", port)
+    data = tmp_path / "received"
+    batch = str(tmp_path / "00000.txt")
+    write_batch(batch, {uid: corpus.study(uid).n_instances for uid in studies})
+    assert read_batch(batch) == studies
+
+    def move(report: str) -> DicomMoveOperator:
+        return DicomMoveOperator(
+            task_id="retrieve_move",
+            dicom_conn_id="retrieve_pacs",
+            uids_file=batch,
+            move_destination="RTSERVICE",
+            data_dir=str(data),
+            report_path=str(tmp_path / report),
+            parallel=1,
+        )
+
+    with Receiver(data, ae_title="RTSERVICE", host="127.0.0.1", port=port):  # the receiver service
+        first = move("lost-report").execute({"run_id": "first"})
+    assert first["complete"] == len(studies)
+    assert sop_uids_on_disk(data) == _sops(corpus, studies)
+    # the retry writes to a report without the first try's rows (they were never flushed), and the receiver
+    # service is down: a request for any study would fail
+    retry = move("report").execute({"run_id": "retry"})
+    assert (retry["skipped"], retry["failed"]) == (len(studies), 0)
+    rows = read_report(retry["report_path"])
+    assert set(rows.status) == {"skipped"}
+    assert rows.reason.str.contains("expected instances already received").all()
+    assert sop_uids_on_disk(data) == _sops(corpus, studies)

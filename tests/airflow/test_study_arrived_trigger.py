@@ -102,3 +102,34 @@ def test_asset_watcher_dag_parses(load_dag: Any) -> None:
     (watcher,) = asset.watchers
     assert isinstance(watcher.trigger, DicomStudyArrivedTrigger)
     assert watcher.trigger.serialize()[1]["quiet_period"] == 60
+
+
+def test_arrival_trigger_waits_for_the_last_study_and_reports_every_study(tmp_path: Path) -> None:
+    """Studies complete at different times: the trigger fires when the last one is complete (a study complete
+    by its expected count is not read again meanwhile) and its manifest still lists every study and file."""
+    corpus = make_corpus(
+        n_patients=3, studies_per_patient=1, series_per_study=1, instances_per_series=3, seed=11
+    )
+    corpus.write(tmp_path / "src")
+    early, late = corpus.studies[:2], corpus.studies[2]
+    with Receiver(tmp_path / "data", ae_title="RECEIVER", host="127.0.0.1", port=free_port()) as receiver:
+        files = [corpus.paths[i.sop_uid] for s in early for i in corpus.instances_of_study(s.study_uid)]
+        assert storescu("127.0.0.1", receiver.port, receiver.ae_title, files).returncode == 0
+        studies = {s.study_uid: 3 for s in corpus.studies}
+        trigger = DicomArrivalTrigger(str(receiver.data_dir), studies, quiet_period=60, poke_interval=0.2)
+
+        async def scenario() -> dict:
+            run = asyncio.ensure_future(trigger.run().__anext__())
+            await asyncio.sleep(1.0)  # several checks: the early studies are complete, the last is missing
+            assert not run.done()
+            rest = [corpus.paths[i.sop_uid] for i in corpus.instances_of_study(late.study_uid)]
+            await asyncio.to_thread(storescu, "127.0.0.1", receiver.port, receiver.ae_title, rest)
+            return (await asyncio.wait_for(run, 5)).payload
+
+        payload = asyncio.run(scenario())
+    assert payload["status"] == "success"
+    manifest = payload["manifest"]
+    assert {uid: entry["instances"] for uid, entry in manifest["studies"].items()} == studies
+    listed = {Path(f).name for entry in manifest["studies"].values() for f in entry["files"]}
+    assert listed == {Path(p).name for p in corpus.paths.values()}
+    assert manifest["instances"] == 9

@@ -68,6 +68,8 @@ class PacsGate:
                 client.close()
                 continue
             upstream.settimeout(None)
+            for sock in (client, upstream):  # as every DICOM peer here: no 40 ms delayed-ACK stalls
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=_pump, args=(src, dst), daemon=True).start()
 

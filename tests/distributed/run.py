@@ -41,6 +41,7 @@ from distributed.scenario import (
 )
 from distributed.services import Process
 from distributed.stack import WORKERS, DistributedStack
+from distributed.timings import phases
 
 PACS_HOST = "127.0.0.2"
 FAULTS = ("kill-worker", "restart-redis", "restart-receiver", "pacs-refuse")
@@ -149,7 +150,8 @@ def up(args: argparse.Namespace) -> int:
     print(f"PACS: {len(corpus.studies)} studies, {len(corpus.instances)} instances ({loaded:.0f} s)")
     env = stack_env(gate.host, gate.port, pacs.aet, data)
     env.update({"AIRFLOW_DICOM_RETRIEVE_POOL": "dicom_pacs", "AIRFLOW_DICOM_RETRIEVE_PARALLEL": "1"})
-    stack = DistributedStack(home / "airflow", DAGS, env, concurrency=4)
+    # tasks mostly wait on the PACS and the API server: more slots than cores (Airflow's default is 16)
+    stack = DistributedStack(home / "airflow", DAGS, env, concurrency=8)
     stack.start()
     pids += [p.popen.pid for p in [stack.postgres, stack.redis, *stack.services.values()]]
     (state / "pids.json").write_text(json.dumps({"home": str(home), "pids": pids, "stack": True}))
@@ -162,16 +164,27 @@ def up(args: argparse.Namespace) -> int:
     # find backfill: one run per day over the corpus's days
     stack.unpause(FIND)
     t0 = time.monotonic()
+    # every day's run at once: their tasks wait in the broker for a free worker slot instead of waiting for
+    # the scheduler to start the next runs as earlier ones end (Airflow's default is 10 runs at a time)
     backfill = stack.backfill(
-        FIND, f"{first + timedelta(days=1)}T00:00:00Z", f"{last + timedelta(days=1)}T00:00:00Z"
+        FIND,
+        f"{first + timedelta(days=1)}T00:00:00Z",
+        f"{last + timedelta(days=1)}T00:00:00Z",
+        max_active_runs=(last - first).days + 1,
     )
     find_state = wait_backfill(stack, backfill["id"])
     find_seconds = time.monotonic() - t0
-    print(f"find backfill: {find_state} in {find_seconds:.1f} s")
+    find_phases = phases(
+        stack.api("GET", f"/api/v2/dags/{FIND}/dagRuns/~/taskInstances?limit=1000")["task_instances"]
+    )
+    print(f"find backfill: {find_state} in {find_seconds:.1f} s; {json.dumps(find_phases)}")
     stack.unpause(RETRIEVE)
     t0 = time.monotonic()
+    # a few batches per pool slot: each task costs ~1 s of orchestration, each batch of 100 studies ~1 min of
+    # transfer, and a lost worker's retry still has little to redo
+    batch_size = args.batch_size or max(10, len(corpus.studies) // 20)
     run_id = stack.trigger(
-        RETRIEVE, {"date_from": first.isoformat(), "date_to": last.isoformat(), "batch_size": args.batch_size}
+        RETRIEVE, {"date_from": first.isoformat(), "date_to": last.isoformat(), "batch_size": batch_size}
     )
     done: list[str] = []
     faults = [f for f in args.faults.split(",") if f] if args.faults else []
@@ -187,7 +200,10 @@ def up(args: argparse.Namespace) -> int:
     pids = [p if isinstance(p, int) else p.popen.pid for p in living if p is not None]
     (state / "pids.json").write_text(json.dumps({"home": str(home), "pids": pids, "stack": True}))
     summary.update(
-        {"faults": done, "find_backfill": {"state": find_state, "seconds": round(find_seconds, 1)}}
+        {
+            "faults": done,
+            "find_backfill": {"state": find_state, "seconds": round(find_seconds, 1), "phases": find_phases},
+        }
     )
     summary["pacs_instances"] = len(corpus.instances)
     summary["dates"] = [first.isoformat(), last.isoformat()]
@@ -225,7 +241,7 @@ def wait_backfill(stack: DistributedStack, backfill_id: int, timeout: float = 18
         if mine and all(r["state"] in ("success", "failed") for r in mine):
             states = {r["state"] for r in mine}
             return "success" if states == {"success"} else f"{len(mine)} runs: {sorted(states)}"
-        time.sleep(2)
+        time.sleep(0.5)
     return "timeout"
 
 
@@ -257,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "stop"])
     parser.add_argument("--dir", default=".distributed", help="where endpoints.json and pids.json go")
     parser.add_argument("--studies", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="studies per retrieval task (default: 1/20 of them, >= 10)"
+    )
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ from harness.ports import free_port, wait_for_port
 
 from distributed.services import Process
 from distributed.stack import VENV_BIN, DistributedStack
+from distributed.timings import phases
 
 RECEIVER_AET = "RCVSERVICE"
 RECEIVER_HOST = "127.0.0.3"
@@ -178,5 +179,6 @@ def summarise(stack: DistributedStack, run_id: str, received: Path, seconds: flo
         "unfinished": [ti["task_id"] for ti in tis if ti["state"] in ("queued", "running", "scheduled")],
         "partial_files": [str(p) for p in received.rglob("*.tmp")],
         "largest_xcom": max(xcom_sizes(stack).values(), default=0),
+        "phases": phases(tis),
         "report": report,
     }

@@ -40,11 +40,20 @@ class DistributedStack(AirflowStandalone):
         self.env.update(
             {
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CORE__PARALLELISM": "16",
+                # running + queued tasks: four times the workers' slots, so tasks wait in the broker for a
+                # free slot (taken at once) rather than in the scheduler for its next loop
+                "AIRFLOW__CORE__PARALLELISM": str(4 * concurrency * len(WORKERS)),
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
                 "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url,
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(concurrency),
+                # DAG files re-parsed every 30 s (Airflow's default), not every 5 s as the one-host tests do:
+                # each parse is a process importing the provider, CPU taken from the tasks on a small host
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+                # every running run of a backfill gets its tasks scheduled in one scheduler loop (default 20)
+                "AIRFLOW__SCHEDULER__MAX_DAGRUNS_PER_LOOP_TO_SCHEDULE": "64",
+                # stated, not left to the provider's default: retrieval tasks time out well before it
+                "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
                 "AIRFLOW__CORE__HOSTNAME_CALLABLE": "distributed.hostname.worker_hostname",
@@ -57,6 +66,9 @@ class DistributedStack(AirflowStandalone):
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
                 "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+                # the workers import the provider (pandas, pyarrow, pynetdicom) once, before Celery forks its
+                # pool: a task process inherits it instead of importing it again when it parses the DAG file
+                "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "airflow_dicom.celery_worker.CELERY_CONFIG",
                 "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
             }
         )
@@ -65,8 +77,10 @@ class DistributedStack(AirflowStandalone):
         self.workers: dict[str, Process] = {}
 
     def _service(self, name: str, *args: str, env: dict[str, str] | None = None) -> Process:
+        # at the caller's priority (make distributed runs it under nice), as the PACS, the receiver and any
+        # one-process command it is compared with: a second nice would starve the stack on a busy machine
         process = Process(
-            ["nice", str(VENV_BIN / "airflow"), *args],
+            [str(VENV_BIN / "airflow"), *args],
             self.home / f"{name}.log",
             env={**self.env, **(env or {})},
             cwd=self.home,

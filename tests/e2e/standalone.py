@@ -186,17 +186,21 @@ class AirflowStandalone:
         """Unpause ``dag_id``."""
         self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
-    def backfill(self, dag_id: str, from_date: str, to_date: str) -> dict[str, Any]:
+    def backfill(
+        self, dag_id: str, from_date: str, to_date: str, max_active_runs: int | None = None
+    ) -> dict[str, Any]:
         """Create a backfill through the REST API (the ``airflow backfill create`` CLI writes to standalone's
         SQLite from a third process and fails with "database is locked" when the scheduler holds it).
 
         :param dag_id: the DAG.
         :param from_date: first logical date, ISO.
         :param to_date: last logical date, ISO.
+        :param max_active_runs: runs of the backfill at once (Airflow's default: 10).
         """
-        return self.api(
-            "POST", "/api/v2/backfills", {"dag_id": dag_id, "from_date": from_date, "to_date": to_date}
-        )
+        body: dict[str, Any] = {"dag_id": dag_id, "from_date": from_date, "to_date": to_date}
+        if max_active_runs is not None:
+            body["max_active_runs"] = max_active_runs
+        return self.api("POST", "/api/v2/backfills", body)
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """Trigger a run through the REST API; returns its run id.
