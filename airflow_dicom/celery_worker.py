@@ -61,6 +61,8 @@ def modules_to_preload(extra: str = "") -> list[str]:
 def preload(extra: str = "") -> tuple[int, list[str]]:
     """Import :func:`modules_to_preload`; a module that fails to import is logged and skipped.
 
+    Then run the modules whose code :mod:`airflow_dicom.dimse.deferred_imports` deferred while pydicom was
+    imported (numpy, requests, ...): a task process inherits them run, as it inherits everything else.
     Returns how many modules were imported and the names that failed.
 
     :param extra: comma-separated module names to import as well.
@@ -73,6 +75,9 @@ def preload(extra: str = "") -> tuple[int, list[str]]:
         except Exception as exc:  # an optional extra not installed must not stop the worker
             failed.append(name)
             log.warning("airflow-dicom worker preload: cannot import %s (%s)", name, exc)
+    from airflow_dicom.dimse.deferred_imports import load_deferred
+
+    load_deferred()
     return imported, failed
 
 

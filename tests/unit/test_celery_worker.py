@@ -26,7 +26,9 @@ for path in sorted(Path(sys.argv[1]).glob("*.py")):
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
 after = {m for m in sys.modules if m.split(".")[0] in heavy}
 same = cw.CELERY_CONFIG is DEFAULT_CELERY_CONFIG
-print(json.dumps({"preloaded": sorted(preloaded), "missing": sorted(after - preloaded), "same_config": same}))
+from airflow_dicom.dimse.deferred_imports import deferred_modules
+print(json.dumps({"preloaded": sorted(preloaded), "missing": sorted(after - preloaded), "same_config": same,
+                  "deferred": deferred_modules()}))
 """
 
 
@@ -45,6 +47,7 @@ def test_worker_init_imports_everything_the_example_dags_import() -> None:
     } <= preloaded
     assert result["missing"] == []
     assert result["same_config"] is True
+    assert result["deferred"] == []  # numpy, requests...: run in the worker, not in every task process
 
 
 def test_a_module_that_cannot_be_imported_is_reported_and_the_rest_still_load() -> None:
