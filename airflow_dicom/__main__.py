@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from airflow_dicom.cli import main
+from airflow_dicom.cli import console
 
-sys.exit(main())
+sys.exit(console())

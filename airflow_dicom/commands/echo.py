@@ -7,7 +7,11 @@ import argparse
 from airflow_dicom.cli import Command, add_node_arguments, command, node_from_args
 
 
-@command("echo", "verify a node answers (C-ECHO); prints the round-trip time")
+@command(
+    "echo",
+    "verify a node answers (C-ECHO); prints the round-trip time",
+    imports=("airflow_dicom.dimse.echo",),
+)
 def setup(parser: argparse.ArgumentParser) -> Command:
     add_node_arguments(parser)
 

@@ -14,7 +14,11 @@ def _key_value(text: str) -> tuple[str, str]:
     return keyword.strip(), value
 
 
-@command("find", "C-FIND (or QIDO-RS) a node, split on truncation, and write Parquet, CSV or SQL")
+@command(
+    "find",
+    "C-FIND (or QIDO-RS) a node, split on truncation, and write Parquet, CSV or SQL",
+    imports=("airflow_dicom.dimse.query.walk", "airflow_dicom.dimse.query.background"),
+)
 def setup(parser: argparse.ArgumentParser) -> Command:
     add_node_arguments(parser)
     parser.add_argument(

@@ -8,7 +8,11 @@ from airflow_dicom.cli import Command, command, node_from_args
 from airflow_dicom.commands.retrieve_args import add_retrieve_arguments, run_retrieval
 
 
-@command("get", "C-GET (or WADO-RS) items into a data directory; exit 1 unless every item is complete")
+@command(
+    "get",
+    "C-GET (or WADO-RS) items into a data directory; exit 1 unless every item is complete",
+    imports=("airflow_dicom.dimse.retrieve",),
+)
 def setup(parser: argparse.ArgumentParser) -> Command:
     add_retrieve_arguments(parser)
     parser.add_argument("--data-dir", required=True, help="where the instances are stored")
@@ -16,11 +20,11 @@ def setup(parser: argparse.ArgumentParser) -> Command:
 
     def run(args: argparse.Namespace) -> int:
         # imported when the command runs (see airflow_dicom.commands)
-        from airflow_dicom.dicomweb.node import DicomWebNode
+        from airflow_dicom.dimse.node import DicomNode
         from airflow_dicom.dimse.retrieve import GET
 
         node = node_from_args(args, web=True)
-        if isinstance(node, DicomWebNode):  # WADO-RS, streamed into the same store core
+        if not isinstance(node, DicomNode):  # WADO-RS (--url), streamed into the same store core
             from airflow_dicom.dicomweb.wado import WADO, wado_retrieve
 
             def retriever(node, items, *, service, data_dir, **kwargs):  # type: ignore[no-untyped-def]

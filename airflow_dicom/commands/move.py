@@ -8,7 +8,11 @@ from airflow_dicom.cli import CliError, Command, command, node_from_args
 from airflow_dicom.commands.retrieve_args import add_retrieve_arguments, run_retrieval
 
 
-@command("move", "C-MOVE items to a destination; exit 1 unless every item is complete")
+@command(
+    "move",
+    "C-MOVE items to a destination; exit 1 unless every item is complete",
+    imports=("airflow_dicom.dimse.retrieve", "airflow_dicom.dimse.tls"),
+)
 def setup(parser: argparse.ArgumentParser) -> Command:
     add_retrieve_arguments(parser)
     dest = parser.add_argument_group(

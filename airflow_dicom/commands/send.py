@@ -9,7 +9,11 @@ import sys
 from airflow_dicom.cli import CliError, Command, add_node_arguments, command, node_from_args
 
 
-@command("send", "send DICOM files, directories and globs to a node (C-STORE); lists every failure")
+@command(
+    "send",
+    "send DICOM files, directories and globs to a node (C-STORE); lists every failure",
+    imports=("airflow_dicom.dimse.send",),
+)
 def setup(parser: argparse.ArgumentParser) -> Command:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="files, directories (recursive), globs")
     add_node_arguments(parser)
@@ -27,14 +31,14 @@ def setup(parser: argparse.ArgumentParser) -> Command:
 
     def run(args: argparse.Namespace) -> int:
         # imported when the command runs (see airflow_dicom.commands)
+        from airflow_dicom.dimse.node import DicomNode
         from airflow_dicom.dimse.send import send, transcoding
 
         if args.max_failed < 0:
             raise CliError("--max-failed must be 0 or more")
-        from airflow_dicom.dicomweb.node import DicomWebNode
-
         node = node_from_args(args, web=True)
-        if isinstance(node, DicomWebNode):  # STOW-RS: files as they are, account from the answer
+        web = not isinstance(node, DicomNode)  # the DICOMweb client (requests, numpy) only imported for --url
+        if web:  # STOW-RS: files as they are, account from the answer
             from airflow_dicom.dicomweb.stow import stow_send
 
             report = stow_send(node, args.paths, parallel=args.parallel)
@@ -47,7 +51,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
             print(json.dumps(summary, indent=2))
         else:
             print(
-                f"{'STOW-RS' if isinstance(node, DicomWebNode) else 'C-STORE'} {summary['node']}: "
+                f"{'STOW-RS' if web else 'C-STORE'} {summary['node']}: "
                 f"{summary['files']} files, {summary['sent']} sent, "
                 f"{summary['warning']} warning, {summary['failed']} failed, {summary['skipped']} skipped "
                 f"(not DICOM), {summary['retried']} retried, {summary['transcoded']} transcoded; "
