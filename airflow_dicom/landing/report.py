@@ -17,9 +17,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from airflow_dicom.landing.arrow_arrays import to_array
 
 #: columns of the report, in order, with their types.
 REPORT_SCHEMA = pa.schema(
@@ -71,8 +72,7 @@ def write_report(rows: Iterable[Mapping[str, Any]], path: str) -> str | None:
     rows = list(rows)
     if not rows:
         return None
-    columns = {name: [row.get(name) for row in rows] for name in REPORT_SCHEMA.names}
-    table = pa.Table.from_pydict(columns, schema=REPORT_SCHEMA)
+    table = report_table(rows)
     fs, root = _filesystem(str(path))
     fs.create_dir(root, recursive=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
@@ -83,11 +83,43 @@ def write_report(rows: Iterable[Mapping[str, Any]], path: str) -> str | None:
     return target
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """A naive UTC datetime (aware ones converted; naive ones taken as UTC, as pyarrow takes them)."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def report_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """``pyarrow.Table.from_pydict`` of report rows with :data:`REPORT_SCHEMA`, without importing pandas.
+
+    pyarrow's conversion of Python objects imports pandas the first time (~0.3 s of a retrieval command that
+    never needs it): the columns are built from buffers by :func:`~.arrow_arrays.to_array` instead, then cast
+    to the schema's types (int32; timestamps in ms, truncated as ``from_pydict`` truncates them).
+
+    :param rows: mappings with (a subset of) the :data:`REPORT_SCHEMA` columns; missing ones are null.
+    """
+    rows = list(rows)
+    columns = []
+    for field in REPORT_SCHEMA:
+        values = [row.get(field.name) for row in rows]
+        if pa.types.is_timestamp(field.type):
+            column = to_array([_utc(v) for v in values], pa.timestamp("us")).cast(field.type, safe=False)
+        elif pa.types.is_integer(field.type):
+            column = to_array(values, pa.int64()).cast(field.type)
+        else:
+            column = to_array(values, field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=REPORT_SCHEMA)
+
+
 def read_report(path: str) -> Any:
     """The whole report as a pandas DataFrame (empty, with the report's columns, if there is none yet).
 
     :param path: the report directory or URL.
     """
+    import pyarrow.dataset as pads  # imports pandas (~0.3 s): only reading a report needs it
+
     fs, root = _filesystem(str(path))
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
@@ -110,6 +142,9 @@ def latest_rows(path: str) -> dict[tuple[str, str], dict[str, Any]]:
 
     :param path: the report directory or URL.
     """
+    fs, root = _filesystem(str(path))
+    if fs.get_file_info(root).type == pafs.FileType.NotFound:
+        return {}  # no report yet: a first run reads nothing (nor imports pandas to do so)
     frame = read_report(path)
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in frame.to_dict("records"):
