@@ -52,6 +52,8 @@ from airflow_dicom.dimse.pynetdicom_ext.sockets import NoDelayAE, RequestorSocke
 REACTOR_PERIOD = 0.005
 #: longest a thread waiting for a response sleeps before checking that the association is still alive
 _RESPONSE_POLL = 0.25
+#: how often :meth:`RequestorAssociation.kill` checks that the DUL has closed the connection
+_KILL_POLL = 0.0005
 
 
 class StoreResponseDIMSE(RetrieveDIMSE):
@@ -116,6 +118,20 @@ class RequestorAssociation(OwnProvidersAssociation):
             if reactor_should_stop(self):
                 return
             self._is_paused = True
+
+    def kill(self) -> None:
+        """``Association.kill``, checking every :data:`_KILL_POLL` s instead of every 10 ms.
+
+        After the peer's A-RELEASE-RP (or an abort) the DUL reaches Sta1 (connection closed) well within a
+        millisecond, usually just after the first check: pynetdicom then sleeps 10 ms before looking again,
+        so most releases took ~10 ms (measured against storescp: median 10.4 ms, minimum 0.4 ms).
+        """
+        self._reactor_checkpoint.set()
+        self._kill = True
+        self.is_established = False
+        self._is_paused = True
+        while self.dul.is_alive() and not self.dul.stop_dul():
+            time.sleep(_KILL_POLL)
 
 
 class RequestorAE(NoDelayAE):
