@@ -44,9 +44,13 @@ PACKAGES = (
     "airflow_dicom.dimse",
 )
 
+#: libraries the provider imports inside the functions a task runs, not when its modules load (reading
+#: retrieval reports, find results and arrival records: pyarrow.dataset, which imports pandas)
+RUN_TIME_IMPORTS = ("pyarrow.dataset", "pandas")
+
 
 def modules_to_preload(extra: str = "") -> list[str]:
-    """Every module of :data:`PACKAGES` (recursively) and then the ``extra`` ones.
+    """Every module of :data:`PACKAGES` (recursively), :data:`RUN_TIME_IMPORTS`, then the ``extra`` ones.
 
     :param extra: comma-separated module names (``AIRFLOW_DICOM_WORKER_PRELOAD``).
     """
@@ -55,7 +59,7 @@ def modules_to_preload(extra: str = "") -> list[str]:
         names.append(package)
         path = importlib.import_module(package).__path__
         names += [info.name for info in pkgutil.walk_packages(path, prefix=package + ".")]
-    return names + [name.strip() for name in extra.split(",") if name.strip()]
+    return names + list(RUN_TIME_IMPORTS) + [name.strip() for name in extra.split(",") if name.strip()]
 
 
 def preload(extra: str = "") -> tuple[int, list[str]]:

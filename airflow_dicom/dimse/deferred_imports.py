@@ -18,7 +18,8 @@ This is the mechanism of :class:`importlib.util.LazyLoader` (the "implementing l
 
 * a second ``import numpy`` statement would run the module at once (the import system reads
   ``module.__spec__``, which counts as a use for :class:`~importlib.util.LazyLoader`): here ``__spec__``
-  is read without running the module;
+  and the other attributes the import system set (``__name__``, ``__file__``...) are read without running
+  the module (``__path__`` and ``__dict__`` do run it);
 * threads that race to use a deferred module (the receiver and the sender run associations in threads) wait
   until one of them has run it completely, instead of seeing it half run.
 
@@ -50,13 +51,16 @@ TRIGGER = "pydicom"
 _LOCKS: dict[str, threading.Lock] = {}
 _RUNNING: dict[str, int] = {}
 _GUARD = threading.Lock()
+#: what the import system set on the module before its code ran (read by ``import`` statements, and by
+#: ``inspect.getmodule``, which walks every module in ``sys.modules``): reading them runs nothing
+_IMPORT_METADATA = frozenset({"__spec__", "__name__", "__file__", "__cached__", "__package__", "__loader__"})
 
 
 class _DeferredModule(types.ModuleType):
-    """A module whose code has not run yet: the first attribute use (but ``__spec__``) runs it."""
+    """A module whose code has not run yet: the first use of an attribute it defines runs it."""
 
     def __getattribute__(self, name: str) -> Any:
-        if name == "__spec__":
+        if name in _IMPORT_METADATA:
             return types.ModuleType.__getattribute__(self, name)
         spec = types.ModuleType.__getattribute__(self, "__spec__")
         if _RUNNING.get(spec.name) == threading.get_ident():  # its own code, while it runs

@@ -19,6 +19,9 @@ from pathlib import Path
 import airflow_dicom.dimse.send  # what `airflow-dicom send` imports before it sends
 from airflow_dicom.dimse.deferred_imports import deferred_modules
 deferred_at_start = deferred_modules()
+import inspect
+inspect.getmodule(json.dumps)  # walks sys.modules reading __file__: runs nothing
+deferred_after_inspect = deferred_modules()
 finder_left = [f for f in sys.meta_path if type(f).__module__ == "airflow_dicom.dimse.deferred_imports"]
 numpy_ran_at_start = "numpy" in sys.modules and "numpy" not in deferred_at_start
 
@@ -73,6 +76,7 @@ print(json.dumps({
     "landed": landed[["StudyInstanceUID", "NumberOfStudyRelatedInstances"]].to_dict("records"),
     "deferred_at_end": deferred_modules(),
     "finder_left": len(finder_left),
+    "deferred_after_inspect": deferred_after_inspect,
 }))
 """
 
@@ -115,6 +119,7 @@ def test_a_network_command_defers_the_downloader_and_pydicom_still_works() -> No
     # pydicom.data's test-file downloader: requests, urllib.request (http.client, ssl, email) are not run
     assert {"requests", "urllib.request"} <= set(result["deferred_at_start"])
     assert result["finder_left"] == 0  # once pydicom is imported, imports go on as usual
+    assert result["deferred_after_inspect"] == result["deferred_at_start"]
     _features_work(result)
     # what the features used has run; nothing they used is left half-done
     assert not {"numpy", "requests", "urllib.request"} & set(result["deferred_at_end"])
