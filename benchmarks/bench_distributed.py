@@ -25,6 +25,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -191,20 +192,18 @@ class _Api:
                     raise
             time.sleep(1)
 
-    def _runs_since(
-        self, dag_id: str, since: float, count: int, timeout: float = 900
-    ) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def _runs_since(self, dag_id: str, since: float, count: int) -> list[dict[str, Any]]:
+        def ended() -> list[dict[str, Any]] | None:
             runs = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=1000")["dag_runs"]
             mine = [r for r in runs if r.get("queued_at") and _ts(r["queued_at"]) >= since]
-            if len(mine) >= count and all(r["state"] in ("success", "failed") for r in mine):
-                failed = [r["dag_run_id"] for r in mine if r["state"] != "success"]
-                if failed:
-                    raise RuntimeError(f"{dag_id}: runs failed: {failed}")
-                return mine
-            time.sleep(0.5)
-        raise TimeoutError(f"{dag_id}: {count} runs did not end in {timeout} s")
+            done = len(mine) >= count and all(r["state"] in ("success", "failed") for r in mine)
+            return mine if done else None
+
+        runs = _poll(ended, 900, f"{dag_id}: {count} runs did not end")
+        failed = [r["dag_run_id"] for r in runs if r["state"] != "success"]
+        if failed:
+            raise RuntimeError(f"{dag_id}: runs failed: {failed}")
+        return runs
 
     def backfill_seconds(self, dag_id: str, first: str, last: str) -> float:
         """Backfill every day ``first``..``last`` (again); seconds from its creation to the last run's end.
@@ -229,15 +228,13 @@ class _Api:
         self._wait_backfills_completed(dag_id)
         return max(_ts(r["end_date"]) for r in runs) - created
 
-    def _wait_backfills_completed(self, dag_id: str, timeout: float = 120) -> None:
+    def _wait_backfills_completed(self, dag_id: str) -> None:
         # the scheduler marks a backfill completed a little after its last run; a new one is refused before
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def completed() -> bool:
             backfills = self.call("GET", f"/api/v2/backfills?dag_id={dag_id}")["backfills"]
-            if all(b.get("completed_at") for b in backfills):
-                return
-            time.sleep(0.5)
-        raise TimeoutError(f"{dag_id}: a backfill is still not completed after {timeout} s")
+            return all(b.get("completed_at") for b in backfills)
+
+        _poll(completed, 120, f"{dag_id}: a backfill is still not completed")
 
     def range_run_seconds(self, dag_id: str, first: str, last: str) -> float:
         """Trigger ``dag_id`` with ``date_from``/``date_to``; seconds from its queueing to its end.
@@ -249,12 +246,29 @@ class _Api:
         conf = {"date_from": first, "date_to": last}
         run = self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
         queued = _ts(run["queued_at"])
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            run = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}")
-            if run["state"] in ("success", "failed"):
-                if run["state"] != "success":
-                    raise RuntimeError(f"{dag_id}: run {run['dag_run_id']} failed")
-                return _ts(run["end_date"]) - queued
-            time.sleep(0.3)
-        raise TimeoutError(f"{dag_id}: the range run did not end in 600 s")
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}"
+
+        def ended() -> dict[str, Any] | None:
+            now = self.call("GET", path)
+            return now if now["state"] in ("success", "failed") else None
+
+        run = _poll(ended, 600, f"{dag_id}: the range run did not end")
+        if run["state"] != "success":
+            raise RuntimeError(f"{dag_id}: run {run['dag_run_id']} failed")
+        return _ts(run["end_date"]) - queued
+
+
+def _poll(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Call ``check`` every 0.3 s until it returns something truthy; return that.
+
+    :param check: the condition.
+    :param timeout: seconds.
+    :param what: the error's message when it never holds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.3)
+    raise TimeoutError(f"{what} in {timeout:.0f} s")
