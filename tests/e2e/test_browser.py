@@ -256,6 +256,8 @@ def test_find_daily_triggered_from_the_form_with_a_date_range_lands_the_week(
     every study of the week in the day partitions."""
     ui.airflow.wait_for_dags({FIND_DAG}, timeout=300)
     ui.airflow.unpause(FIND_DAG)
+    # unpaused, the scheduler starts the latest day's run (catchup off): let it appear before the form's run
+    browser.wait(lambda: _run_ids(ui.airflow, FIND_DAG), "the scheduled run after unpausing dicom_find_daily")
     run_id = _trigger_from_form(
         browser,
         ui.airflow,
@@ -268,6 +270,8 @@ def test_find_daily_triggered_from_the_form_with_a_date_range_lands_the_week(
     browser.find("body", state)
     browser.shot(f"run-{state}")
     assert state == "success", seen
+    conf = _get(ui.airflow, f"/api/v2/dags/{FIND_DAG}/dagRuns/{urllib.parse.quote(run_id)}")["conf"]
+    assert (conf["date_from"], conf["date_to"]) == ("2024-01-01", "2024-01-07")
     rows = pads.dataset(ui.data / "find" / "studies", format="parquet", partitioning="hive").to_table()
     found = sorted(rows.column("StudyInstanceUID").to_pylist())
     assert found == sorted(s.study_uid for s in ui.corpus.studies)
