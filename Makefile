@@ -74,7 +74,7 @@ bench: venv sysdeps
 ## STUDIES=n and FAULTS=kill-worker,restart-redis,restart-receiver,pacs-refuse (empty: none) change the run.
 distributed: venv sysdeps
 	PYTHONPATH=tests nice $(BIN)/python -m distributed.run up $(if $(STUDIES),--studies $(STUDIES)) \
-	  $(if $(FAULTS),--faults $(FAULTS))
+	  $(if $(filter undefined,$(origin FAULTS)),,--faults "$(FAULTS)")
 
 ## Stops what `make distributed` started, and nothing else.
 distributed-stop:

@@ -8,6 +8,12 @@ idempotent::
 
     airflow backfill create --dag-id dicom_find_daily --from-date 2024-01-01 --to-date 2024-12-31
 
+A run triggered with the params ``date_from`` and ``date_to`` (the trigger form's "Study dates" section,
+or ``airflow dags trigger dicom_find_daily --conf '{"date_from": "2024-01-01", "date_to": "2024-12-31"}'``)
+finds the whole range in one task and lands the same day partitions, replacing exactly the range's days:
+a year in one C-FIND (split if the PACS truncates) instead of 366 runs. Use it for a first fill; keep the
+per-day backfill when you want one retryable run, log and asset event per day.
+
 Truncated answers (a PACS limit on results) are split by date and time; the run fails loudly when a
 piece cannot be split rather than landing a partial day. Each successful run emits an event on the
 ``dicom_find_studies`` asset whose ``extra`` is the find summary (rows, path, interval, queries...).
@@ -29,7 +35,7 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
 from airflow_dicom.operators.find import DicomFindOperator
 
@@ -49,6 +55,25 @@ with DAG(
     tags=["dicom", "example"],
     doc_md=__doc__,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    params={
+        "date_from": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="First study date",
+            description="With the last date: find this range in one run instead of the run's day. Empty: "
+            "the run's day.",
+            section="Study dates",
+        ),
+        "date_to": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Last study date",
+            description="Inclusive. Empty with a first date: from the first date on.",
+            section="Study dates",
+        ),
+    },
 ):
     DicomFindOperator(
         task_id="find_studies",
@@ -63,6 +88,8 @@ with DAG(
             "NumberOfStudyRelatedInstances",
             "StudyDescription",
         ],
+        date_from="{{ params.date_from or '' }}",
+        date_to="{{ params.date_to or '' }}",
         output_path=STUDIES_PATH,
         asset=STUDIES_ASSET,
     )

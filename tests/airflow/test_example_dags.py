@@ -185,7 +185,7 @@ def example_env(loaded_orthanc, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     return server, corpus, tmp_path / "data"
 
 
-def test_find_daily_lands_exactly_the_studies_of_its_day(example_env) -> None:
+def test_find_daily_lands_exactly_the_studies_of_its_day_or_of_a_date_range(example_env) -> None:
     _, corpus, data = example_env
     dates = sorted({s.study_date for s in corpus.studies})
     day = max(dates, key=lambda d: len(corpus.studies_between(d, d)))  # the busiest day
@@ -206,6 +206,31 @@ def test_find_daily_lands_exactly_the_studies_of_its_day(example_env) -> None:
         assert set(row["ModalitiesInStudy"]) == set(study.modalities)
     summary = xcom(dag_run, "find_studies")
     assert summary["rows"] == len(expected) and summary["interval_start"] == day.isoformat()
+    # the same DAG with the params date_from/date_to: a range in one run (same data directory and asset:
+    # Airflow keeps one active asset per name, a test with its own directory would find it inactive)
+    _range_run_replaces_only_its_days(dag, corpus, data)
+
+
+def _range_run_replaces_only_its_days(dag, corpus, data: Path) -> None:  # type: ignore[no-untyped-def]
+    """``dicom_find_daily`` run with ``date_from``/``date_to``: one run lands every day of the range."""
+    dates = sorted({s.study_date for s in corpus.studies})
+    assert len(dates) >= 4
+    # the whole corpus first, then all but the last day: the second run must leave the last day's partition
+    dag_run = dag.test(run_conf={"date_from": dates[0].isoformat(), "date_to": dates[-1].isoformat()})
+    assert dag_run.state == "success", task_states(dag_run)
+    assert xcom(dag_run, "find_studies")["rows"] == len(corpus.studies)
+    last = dates[-1]
+    first, until = dates[0], dates[-2]
+    dag_run = dag.test(run_conf={"date_from": first.isoformat(), "date_to": until.isoformat()})
+    assert dag_run.state == "success", task_states(dag_run)
+    rows = find_dataset(data / "find" / "studies")
+    expected = corpus.studies_between(first, until) + corpus.studies_between(last, last)
+    assert sorted(r["StudyInstanceUID"] for r in rows) == sorted(s.study_uid for s in expected)
+    assert {str(r["StudyDate"]) for r in rows} == {s.study_date.isoformat() for s in expected}
+    summary = xcom(dag_run, "find_studies")
+    assert summary["rows"] == len(corpus.studies_between(first, until))
+    assert (summary["interval_start"], summary["interval_end"]) == (first.isoformat(), until.isoformat())
+    assert summary["days_written"] == len({s.study_date for s in corpus.studies_between(first, until)})
 
 
 def _range_with(corpus, n: int) -> tuple[date, date]:  # type: ignore[no-untyped-def]

@@ -151,7 +151,13 @@ def up(args: argparse.Namespace) -> int:
     env = stack_env(gate.host, gate.port, pacs.aet, data)
     env.update({"AIRFLOW_DICOM_RETRIEVE_POOL": "dicom_pacs", "AIRFLOW_DICOM_RETRIEVE_PARALLEL": "1"})
     # tasks mostly wait on the PACS and the API server: more slots than cores (Airflow's default is 16)
-    stack = DistributedStack(home / "airflow", DAGS, env, concurrency=8)
+    dags = DAGS
+    if args.extra_dags:  # the example DAGs and the caller's (e.g. the benchmark's floor DAG) in one folder
+        dags = home / "dags"
+        dags.mkdir()
+        for path in [*DAGS.glob("*.py"), *Path(args.extra_dags).glob("*.py")]:
+            shutil.copy2(path, dags / path.name)
+    stack = DistributedStack(home / "airflow", dags, env, concurrency=8)
     stack.start()
     pids += [p.popen.pid for p in [stack.postgres, stack.redis, *stack.services.values()]]
     (state / "pids.json").write_text(json.dumps({"home": str(home), "pids": pids, "stack": True}))
@@ -278,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--extra-dags", default="", help="a folder whose DAG files the stack also runs")
     args = parser.parse_args(argv)
     return up(args) if args.command == "up" else stop(args)
 

@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pyarrow.dataset as pads
 import pydicom
 import pytest
 from e2e.browser import Browser
@@ -39,6 +40,7 @@ SHOTS = ROOT / "out" / "browser"
 WEEK = (date(2024, 1, 1), date(2024, 1, 7))
 RECEIVER_AET = "AIRFLOWRCV"
 DAG = "dicom_retrieve"
+FIND_DAG = "dicom_find_daily"
 
 
 class UI(NamedTuple):
@@ -131,16 +133,29 @@ def _get(airflow: AirflowStandalone, path: str, attempts: int = 6) -> Any:
     raise AssertionError("unreachable")
 
 
-def _run_ids(airflow: AirflowStandalone) -> set[str]:
-    return {r["dag_run_id"] for r in _get(airflow, f"/api/v2/dags/{DAG}/dagRuns?limit=100")["dag_runs"]}
+def _run_ids(airflow: AirflowStandalone, dag_id: str = DAG) -> set[str]:
+    return {r["dag_run_id"] for r in _get(airflow, f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]}
 
 
-def _trigger_from_form(browser: Browser, airflow: AirflowStandalone, fields: dict[str, str]) -> str:
-    """Open the DAG, press Trigger, fill only ``fields`` (form element ids), submit; returns the run id."""
-    before = _run_ids(airflow)
-    browser.open(f"/dags/{DAG}")
+def _trigger_from_form(
+    browser: Browser,
+    airflow: AirflowStandalone,
+    fields: dict[str, str],
+    dag_id: str = DAG,
+    section: str = "Studies",
+) -> str:
+    """Open the DAG, press Trigger, fill only ``fields`` (form element ids), submit; returns the run id.
+
+    :param browser: the browser.
+    :param airflow: the standalone Airflow.
+    :param fields: form element id -> what a person types.
+    :param dag_id: the DAG.
+    :param section: the form's section holding the dates (folded until clicked).
+    """
+    before = _run_ids(airflow, dag_id)
+    browser.open(f"/dags/{dag_id}")
     browser.click("button", "^Trigger$")
-    browser.click("button", "^Studies$")  # the section holding the dates is folded
+    browser.click("button", f"^{section}$")
     browser.find("#element_date_from")
     browser.shot("trigger-form")
     for element_id, value in fields.items():
@@ -165,7 +180,7 @@ def _trigger_from_form(browser: Browser, airflow: AirflowStandalone, fields: dic
     )
     submit[-1].click()
     run_ids = browser.wait(
-        lambda: _run_ids(airflow) - before,
+        lambda: _run_ids(airflow, dag_id) - before,
         "the triggered run in the REST API",
     )
     (run_id,) = run_ids
@@ -173,10 +188,12 @@ def _trigger_from_form(browser: Browser, airflow: AirflowStandalone, fields: dic
     return run_id
 
 
-def _wait_for_run(airflow: AirflowStandalone, run_id: str, timeout: float = 300) -> tuple[str, dict]:  # type: ignore[type-arg]
+def _wait_for_run(
+    airflow: AirflowStandalone, run_id: str, timeout: float = 300, dag_id: str = DAG
+) -> tuple[str, dict]:  # type: ignore[type-arg]
     """Wait for the run's end; returns its state and ``{task_id: set of states seen}`` while it ran."""
     seen: dict[str, set[str]] = {}
-    path = f"/api/v2/dags/{DAG}/dagRuns/{urllib.parse.quote(run_id)}"
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = _get(airflow, path)["state"]
@@ -230,6 +247,37 @@ def test_trigger_form_with_only_the_dates_retrieves_the_week(ui: UI, form_run: R
     if isinstance(report, str):
         report = json.loads(report)
     assert report["requested"] == report["complete"] == len(ui.corpus.studies)
+
+
+def test_find_daily_triggered_from_the_form_with_a_date_range_lands_the_week(
+    ui: UI, browser: Browser
+) -> None:
+    """``dicom_find_daily`` from its form with the two dates of the "Study dates" section: one run lands
+    every study of the week in the day partitions."""
+    ui.airflow.wait_for_dags({FIND_DAG}, timeout=300)
+    ui.airflow.unpause(FIND_DAG)
+    # unpaused, the scheduler starts the latest day's run (catchup off): let it appear before the form's run
+    browser.wait(lambda: _run_ids(ui.airflow, FIND_DAG), "the scheduled run after unpausing dicom_find_daily")
+    run_id = _trigger_from_form(
+        browser,
+        ui.airflow,
+        {"element_date_from": "01/01/2024", "element_date_to": "01/07/2024"},
+        dag_id=FIND_DAG,
+        section="Study dates",
+    )
+    state, seen = _wait_for_run(ui.airflow, run_id, dag_id=FIND_DAG)
+    browser.open(f"/dags/{FIND_DAG}/runs/{urllib.parse.quote(run_id)}")
+    browser.find("body", state)
+    browser.shot(f"run-{state}")
+    assert state == "success", seen
+    conf = _get(ui.airflow, f"/api/v2/dags/{FIND_DAG}/dagRuns/{urllib.parse.quote(run_id)}")["conf"]
+    assert (conf["date_from"], conf["date_to"]) == ("2024-01-01", "2024-01-07")
+    rows = pads.dataset(ui.data / "find" / "studies", format="parquet", partitioning="hive").to_table()
+    found = sorted(rows.column("StudyInstanceUID").to_pylist())
+    assert found == sorted(s.study_uid for s in ui.corpus.studies)
+    assert {str(d) for d in rows.column("StudyDate").to_pylist()} == {
+        s.study_date.isoformat() for s in ui.corpus.studies
+    }
 
 
 def test_task_log_pane_shows_retrieval_progress(ui: UI, form_run: Run, browser: Browser) -> None:
