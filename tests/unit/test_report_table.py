@@ -74,7 +74,8 @@ for row in rows:
 with ReportWriter(report, "first-run") as writer:
     for row in rows:
         writer.add(row)
-print(json.dumps({"resume": len(resume), "pandas": "pandas" in sys.modules, "files": writer.files}))
+print(json.dumps({"resume": len(resume), "pandas": "pandas" in sys.modules, "files": writer.files,
+                  "compute": "pyarrow.compute" in sys.modules}))
 """
 
 
@@ -91,6 +92,7 @@ def test_a_first_run_writes_its_report_without_pandas(tmp_path: Path) -> None:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["resume"] == 0
     assert result["pandas"] is False
+    assert result["compute"] is False  # no casts either (~30 ms of imports)
     assert len(result["files"]) == 1
     frame = read_report(str(report))
     assert sorted(frame.uid) == ["1.2.3", "1.2.3.4"]
