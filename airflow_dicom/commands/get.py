@@ -11,7 +11,7 @@ from airflow_dicom.commands.retrieve_args import add_retrieve_arguments, run_ret
 @command(
     "get",
     "C-GET (or WADO-RS) items into a data directory; exit 1 unless every item is complete",
-    imports=("airflow_dicom.dimse.retrieve",),
+    imports=("airflow_dicom.dimse.retrieve", "airflow_dicom.landing.report"),
 )
 def setup(parser: argparse.ArgumentParser) -> Command:
     add_retrieve_arguments(parser)
