@@ -32,10 +32,12 @@ from airflow_dicom.dimse.codec import (
     decode_command_set,
     decode_text,
     encode_c_store_rsp,
+    pdata_pdus,
     us_value,
 )
 from airflow_dicom.dimse.pynetdicom_ext.admission import AdmittingServer
-from airflow_dicom.dimse.pynetdicom_ext.negotiation import NegotiatingACSE, NegotiatingDUL, NegotiationCache
+from airflow_dicom.dimse.pynetdicom_ext.inbound import InboundDUL, serve_store, store_served_by_reader
+from airflow_dicom.dimse.pynetdicom_ext.negotiation import NegotiatingACSE, NegotiationCache
 from airflow_dicom.dimse.pynetdicom_ext.reactors import (
     ACCEPTOR_IDLE_WAIT,
     OwnProvidersAssociation,
@@ -60,8 +62,9 @@ class StoreRequestDIMSE(_pdimse.DIMSEServiceProvider):
     while an ``EVT_DIMSE_RECV``/``EVT_DIMSE_SENT`` handler is bound (those handlers expect pynetdicom's
     message objects) or ``STORE_RECV_CHUNKED_DATASET`` is on, take pynetdicom's path.
 
-    Requests are served in the association thread, as pynetdicom does: serving them in the DUL thread that
-    decoded them lost about one C-STORE in ten C-MOVEs from Orthanc with three parallel associations.
+    A complete C-STORE whose handler is marked :func:`~.inbound.reader_safe` is served by the DUL thread
+    that read it and answered on the socket by that thread (:mod:`.inbound`); every other request is
+    served in the association thread, as pynetdicom does.
     """
 
     def __init__(self, assoc: Any) -> None:
@@ -131,7 +134,19 @@ class StoreRequestDIMSE(_pdimse.DIMSEServiceProvider):
             request = self._request
             request.DataSet = io.BytesIO(b"".join(self._data))
             self._pending, self._command, self._data, self._request = [], bytearray(), [], None
-            self.msg_queue.put((context_id, request))
+            if not self._serve_in_reader(context_id, request):
+                self.msg_queue.put((context_id, request))
+
+    def _serve_in_reader(self, context_id: int, request: Any) -> bool:
+        """Serve a complete C-STORE in this (the DUL) thread when :mod:`.inbound` allows it.
+
+        What pynetdicom's ``Association._serve_request`` does for a valid C-STORE on an accepted context
+        of a storage SOP class (the conditions :func:`~.inbound.store_served_by_reader` checks).
+        """
+        if not store_served_by_reader(self.assoc, request, context_id):
+            return False
+        serve_store(self.assoc, request, context_id)
+        return True
 
     def _build_request(self, command: bytes) -> Any:
         """A C_STORE primitive from a C-STORE-RQ command set; None to use pynetdicom's path."""
@@ -179,23 +194,49 @@ class StoreRequestDIMSE(_pdimse.DIMSEServiceProvider):
             and primitive.Status is not None
             and primitive.ErrorComment is None
             and primitive.OffendingElement is None
-            and not self._observed(_evt.EVT_DIMSE_SENT)
-        ):
-            command = encode_c_store_rsp(
+            and self._send_store_rsp(
+                context_id,
                 primitive.MessageIDBeingRespondedTo,
                 primitive.Status,
                 primitive.AffectedSOPClassUID,
                 primitive.AffectedSOPInstanceUID,
             )
-            max_pdu = self.maximum_pdu_size
-            if not max_pdu or len(command) + 6 <= max_pdu:
-                pdata = _pdu_primitives.P_DATA()
-                pdata.presentation_data_value_list.append(
-                    (context_id, bytes([COMMAND_LAST_FRAGMENT]) + command)
-                )
-                self.dul.send_pdu(pdata)
-                return
+        ):
+            return
         super().send_msg(primitive, context_id)
+
+    def send_store_status(self, context_id: int, request: Any, status: int) -> None:
+        """Answer the C-STORE ``request`` with ``status`` alone (what pynetdicom's SCP sends for an int).
+
+        :param context_id: the request's presentation context.
+        :param request: the C_STORE request primitive.
+        :param status: the status.
+        """
+        cls, instance = request.AffectedSOPClassUID, request.AffectedSOPInstanceUID
+        if not self._send_store_rsp(context_id, request.MessageID, status, cls, instance):
+            rsp = _primitives.C_STORE()
+            rsp.MessageID = rsp.MessageIDBeingRespondedTo = request.MessageID
+            rsp.AffectedSOPInstanceUID, rsp.AffectedSOPClassUID = instance, cls
+            rsp.Status = status
+            super().send_msg(rsp, context_id)
+
+    def _send_store_rsp(self, context_id: int, msg_id: int, status: int, cls: Any, instance: Any) -> bool:
+        """Send a C-STORE-RSP without optional elements, codec-encoded; False to use pynetdicom's way."""
+        if self._observed(_evt.EVT_DIMSE_SENT):
+            return False
+        command = encode_c_store_rsp(msg_id, status, cls, instance)
+        max_pdu = self.maximum_pdu_size
+        if max_pdu and len(command) + 6 > max_pdu:
+            return False
+        dul = self.dul
+        if isinstance(dul, InboundDUL):
+            pdu = b"".join(pdata_pdus(context_id, memoryview(command), command=True, max_pdu=max_pdu))
+            if dul.write_now(pdu):
+                return True
+        pdata = _pdu_primitives.P_DATA()
+        pdata.presentation_data_value_list.append((context_id, bytes([COMMAND_LAST_FRAGMENT]) + command))
+        dul.send_pdu(pdata)
+        return True
 
 
 class AcceptorAssociation(OwnProvidersAssociation):
@@ -209,7 +250,9 @@ class AcceptorAssociation(OwnProvidersAssociation):
 
     dul_idle_wait = ACCEPTOR_IDLE_WAIT
     dimse_class = StoreRequestDIMSE
-    dul_class = NegotiatingDUL
+    dul_class = InboundDUL
+    #: the association thread is serving a request (the DUL thread then leaves the next one to it)
+    serving = False
     #: called once when the association thread ends (the server's per-peer bookkeeping)
     on_end: Any = None
     #: the server's negotiation cache (:mod:`.negotiation`), None for none
@@ -269,7 +312,11 @@ class AcceptorAssociation(OwnProvidersAssociation):
             self._is_paused = False
             context_id, msg = self.dimse.get_msg(block=False)
             if msg:
-                self._serve_request(msg, context_id)  # type: ignore[arg-type]
+                self.serving = True
+                try:
+                    self._serve_request(msg, context_id)  # type: ignore[arg-type]
+                finally:
+                    self.serving = False
             if reactor_should_stop(self):
                 return
 

@@ -57,6 +57,8 @@ class SelectDUL(_dul.DULServiceProvider):
         self._wake_lock = threading.Lock()
         self._wake_r: int | None = None
         self._wake_w: int | None = None
+        #: the last idle wait saw the socket readable (a subclass may skip its own readiness check)
+        self._socket_readable = False
 
     def send_pdu(self, primitive: Any) -> None:
         """Queue a primitive to send (pynetdicom's ``send_pdu``) and wake the DUL thread.
@@ -98,6 +100,7 @@ class SelectDUL(_dul.DULServiceProvider):
             readable, _, _ = select.select([sock, wake_r], [], [], self.idle_wait)
         except (OSError, ValueError):  # socket closed under us: let the loop find out
             return
+        self._socket_readable = sock in readable
         if wake_r in readable:
             try:
                 os.read(wake_r, 4096)

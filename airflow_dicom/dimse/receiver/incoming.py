@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
-import secrets
 from pathlib import Path
 
 from airflow_dicom.dimse.arrivals import writer_name
@@ -35,12 +35,19 @@ class IncomingDir:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.path = root / token
         os.rename(starting, self.path)
+        self._prefix = f"{self.path}{os.sep}"
+        self._serial = itertools.count()  # the directory is this process's alone: a counter is unique
 
-    def tmp_path(self, name: str) -> Path:
-        """A fresh temporary file name for ``name`` (ends with ``.tmp``)."""
-        if not self.path.is_dir():  # removed under us (cleanup by hand): make it again
-            self.path.mkdir(parents=True, exist_ok=True)
-        return self.path / f"{name}.{secrets.token_hex(6)}.tmp"
+    def tmp_path(self, name: str) -> str:
+        """A fresh temporary file name for ``name`` (ends with ``.tmp``; no system call).
+
+        :param name: the final file name.
+        """
+        return f"{self._prefix}{name}.{next(self._serial)}.tmp"
+
+    def ensure(self) -> None:
+        """Make the directory again if it was removed under us (cleanup by hand)."""
+        self.path.mkdir(parents=True, exist_ok=True)
 
     def _remove_stale(self) -> None:
         try:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from airflow_dicom.dimse.arrivals import ArrivalLog, ArrivalRecord, StudyArrivals, now, study_arrivals
 from airflow_dicom.dimse.codec import encode_file_meta
 from airflow_dicom.dimse.errors import UnreadableDatasetError, UnsafeIdentifierError
+from airflow_dicom.dimse.pynetdicom_ext.inbound import reader_safe
 from airflow_dicom.dimse.receiver.identifiers import read_identifiers
 from airflow_dicom.dimse.receiver.incoming import IncomingDir
 from airflow_dicom.dimse.status import Status
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 QUARANTINE_DIR = ".quarantine"
 #: directory under the data directory where files are written before being renamed into place.
 INCOMING_DIR = ".incoming"
+#: directories remembered as made / resolved at most (then forgotten and checked again)
+_DIRECTORIES_REMEMBERED = 4096
 
 
 @dataclass(frozen=True)
@@ -181,12 +184,18 @@ class StoreWriter:
         self._incoming = IncomingDir(self.data_dir / INCOMING_DIR)
         self._callbacks = _CallbackRunner(list(on_stored))
         self._made_dirs: set[Path] = set()
+        #: resolved, checked parent directories by relative parent path (see :meth:`_inside`)
+        self._resolved: dict[str, Path] = {}
         self._stats: weakref.WeakKeyDictionary[Any, AssociationStats] = weakref.WeakKeyDictionary()
         self._stats_lock = threading.Lock()
 
     # -- pynetdicom handler
+    @reader_safe
     def handle_store(self, event: Any) -> int:
         """``evt.EVT_C_STORE`` handler: store the dataset as received and return the status.
+
+        Thread-safe and never waits on the association: our acceptor runs it in the thread that read the
+        request (:func:`~airflow_dicom.dimse.pynetdicom_ext.inbound.reader_safe`).
 
         :param event: the pynetdicom C-STORE event.
         """
@@ -288,7 +297,7 @@ class StoreWriter:
                 raise UnsafeIdentifierError("StudyInstanceUID", "is missing or not a UID")
             if ids.series_uid is None or not is_valid_uid(ids.series_uid):
                 raise UnsafeIdentifierError("SeriesInstanceUID", "is missing or not a UID")
-            target = resolve_inside(self.data_dir, relative)
+            target = self._inside(relative)
         except UnsafeIdentifierError as exc:
             return self._refuse(
                 Status.UNSAFE_IDENTIFIERS,
@@ -327,16 +336,39 @@ class StoreWriter:
         self._callbacks.submit(instance)
         return StoreOutcome(Status.SUCCESS, instance=instance)
 
+    def _inside(self, relative: str) -> Path:
+        """:func:`resolve_inside` once per directory: one ``realpath`` per new series, not per instance.
+
+        ``relative`` comes from :func:`relative_instance_path` (every component a checked UID or an
+        escaped patient ID); its directory is resolved and checked the first time, then remembered until
+        a write finds it gone (:meth:`_write_atomically` forgets them all).
+        """
+        parent, _, name = relative.rpartition("/")
+        known = self._resolved.get(parent)
+        if known is not None:
+            return known / name
+        target = resolve_inside(self.data_dir, relative)
+        if len(self._resolved) >= _DIRECTORIES_REMEMBERED:
+            self._resolved.clear()
+        self._resolved[parent] = target.parent
+        return target
+
     def _ensure_dir(self, directory: Path) -> None:
         if directory not in self._made_dirs:
             directory.mkdir(parents=True, exist_ok=True)
+            if len(self._made_dirs) >= _DIRECTORIES_REMEMBERED:
+                self._made_dirs.clear()
             self._made_dirs.add(directory)
 
     def _write_atomically(self, target: Path, chunks: Sequence[bytes]) -> int:
         """Write ``chunks`` to ``<target>.<random>.tmp`` then rename it to ``target``; return the size."""
         self._ensure_dir(target.parent)
         tmp = self._incoming.tmp_path(target.name)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:  # our incoming directory was removed under us: make it again
+            self._incoming.ensure()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         total = sum(len(c) for c in chunks)
         try:
             try:
@@ -356,6 +388,11 @@ class StoreWriter:
                 os.replace(tmp, target)
             except FileNotFoundError:  # the target directory was removed since cached: make it again
                 self._made_dirs.discard(target.parent)
+                self._resolved.clear()
+                try:  # check it again: whatever replaced it must still be inside the data directory
+                    resolve_inside(self.data_dir, target.relative_to(self.data_dir).as_posix())
+                except UnsafeIdentifierError as exc:
+                    raise OSError(f"{target.parent} is no longer inside the data directory") from exc
                 self._ensure_dir(target.parent)
                 os.replace(tmp, target)
         except BaseException:
