@@ -251,16 +251,13 @@ class AcceptorAssociation(OwnProvidersAssociation):
     dul_idle_wait = ACCEPTOR_IDLE_WAIT
     dimse_class = StoreRequestDIMSE
     dul_class = InboundDUL
+    acse_class = NegotiatingACSE
     #: the association thread is serving a request (the DUL thread then leaves the next one to it)
     serving = False
     #: called once when the association thread ends (the server's per-peer bookkeeping)
     on_end: Any = None
     #: the server's negotiation cache (:mod:`.negotiation`), None for none
     negotiation_cache: NegotiationCache | None = None
-
-    def __init__(self, ae: Any, mode: str) -> None:
-        super().__init__(ae, mode)
-        self.acse = NegotiatingACSE(self)
 
     def run(self) -> None:
         """pynetdicom's association thread, then :attr:`on_end`."""

@@ -130,10 +130,10 @@ def serve_store(assoc: Any, request: Any, context_id: int) -> None:
     if not assoc.is_established:
         return
     service = StorageServiceClass(assoc)
-    if type(status) is int:
+    if isinstance(status, int):
         if not service.is_valid_status(status):
             _service_class.LOGGER.warning(f"Unknown status value returned by callback - 0x{status:04X}")
-        dimse.send_store_status(context_id, request, status)
+        dimse.send_store_status(context_id, request, int(status))
         return
     dimse.send_msg(service.validate_status(status, _response(request)), context_id)
 
