@@ -307,11 +307,14 @@ class AcceptorAssociation(OwnProvidersAssociation):
             self._is_paused = True
             self._reactor_checkpoint.wait()
             self._is_paused = False
-            context_id, msg = self.dimse.get_msg(block=False)
-            if msg:
+            if self.dimse.msg_queue.qsize():
+                # flagged before the message leaves the queue: the DUL thread, which looks at the queue
+                # first and then at the flag, never serves a later C-STORE while this one is served
                 self.serving = True
                 try:
-                    self._serve_request(msg, context_id)  # type: ignore[arg-type]
+                    context_id, msg = self.dimse.get_msg(block=False)
+                    if msg:
+                        self._serve_request(msg, context_id)  # type: ignore[arg-type]
                 finally:
                     self.serving = False
             if reactor_should_stop(self):

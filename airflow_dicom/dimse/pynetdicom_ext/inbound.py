@@ -82,7 +82,7 @@ def store_served_by_reader(assoc: Any, request: Any, context_id: int) -> bool:
         return False
     if assoc._sent_release or not assoc.is_established or not request.is_valid_request:
         return False
-    if getattr(assoc, "serving", False) or assoc.dimse.msg_queue.qsize():
+    if assoc.dimse.msg_queue.qsize() or getattr(assoc, "serving", False):  # this order (see the reactor)
         return False  # the association thread serves (or will serve) an earlier message: keep the order
     if context_id not in assoc._accepted_cx:
         return False  # pynetdicom aborts (blocking): only from the association thread
