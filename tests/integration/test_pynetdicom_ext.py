@@ -20,6 +20,7 @@ import pydicom
 import pynetdicom
 import pytest
 from harness.ports import free_port
+from harness.stored import data_set_bytes, stored_data_sets
 from harness.synth import make_instance, write_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import evt
@@ -52,26 +53,12 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def _body(path: Path) -> bytes:
-    raw = path.read_bytes()
-    return raw[144 + int.from_bytes(raw[140:144], "little") :]
-
-
 def _tree(root: Path, n: int) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     return {
         (ds := make_instance(seed=i, pixel_bytes=2048)).SOPInstanceUID: write_dataset(ds, root / f"{i}.dcm")
         for i in range(n)
     }
-
-
-def _stored(data_dir: Path) -> dict[str, bytes]:
-    """SOPInstanceUID -> data set bytes of every file a receiver stored."""
-    out = {}
-    for path in data_dir.rglob("*.dcm"):
-        if not any(part.startswith(".") for part in path.relative_to(data_dir).parts):
-            out[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = _body(path)
-    return out
 
 
 # ------------------------------------------------------------------------------ sockets
@@ -109,12 +96,12 @@ def test_requestor_serves_raw_and_pynetdicom_requests_on_one_association(orthanc
             assert assoc.send_c_echo().Status == 0x0000
         context = accepted_context(assoc, CT)
         assert context is not None
-        rsp = send_c_store(assoc, context.context_id, 7, CT, raw_uid, _body(raw_path), timeout=30)
+        rsp = send_c_store(assoc, context.context_id, 7, CT, raw_uid, data_set_bytes(raw_path), timeout=30)
         assert (rsp.Status, rsp.MessageIDBeingRespondedTo) == (0x0000, 7)
         assert assoc.send_c_store(pydicom.dcmread(own_path), msg_id=8).Status == 0x0000  # pynetdicom's own
         assert assoc.send_c_echo().Status == 0x0000
     assert orthanc.instance_uids() == {raw_uid, own_uid}
-    assert _body(raw_path) in orthanc.instance_file(raw_uid)  # the file's bytes, untouched
+    assert data_set_bytes(raw_path) in orthanc.instance_file(raw_uid)  # the file's bytes, untouched
     orthanc.clear()
 
 
@@ -185,8 +172,8 @@ def test_acceptor_takes_pynetdicoms_path_when_a_dimse_handler_is_bound(tmp_path:
         receiver.stop(grace=5)
         writer.close()
     assert seen.count("C_STORE_RQ") == 3
-    expected = {uid: _body(path) for uid, path in files.items()}
-    assert _stored(tmp_path / "codec") == expected == _stored(tmp_path / "observed")
+    expected = {uid: data_set_bytes(path) for uid, path in files.items()}
+    assert stored_data_sets(tmp_path / "codec") == expected == stored_data_sets(tmp_path / "observed")
 
 
 # ------------------------------------------------------------------------------ outside the supported range
@@ -214,10 +201,14 @@ def test_stock_fallback_still_echoes_finds_sends_receives_and_gets(
     with Receiver(tmp_path / "data", ae_title="STOCK", host="127.0.0.1", port=free_port()) as receiver:
         report = send(DicomNode("127.0.0.1", receiver.port, "STOCK"), list(files.values()))
     assert len(report.sent) == 4 and not report.failed
-    assert set(_stored(tmp_path / "data")) == set(files)  # decoded and re-encoded by pydicom, then stored
+    assert set(stored_data_sets(tmp_path / "data")) == set(
+        files
+    )  # decoded and re-encoded by pydicom, then stored
     study = sorted(corpus.study_uids)[0]
     got = retrieve(_node(pacs), make_items([study]), service=GET, data_dir=tmp_path / "get")
-    assert got.ok and set(_stored(tmp_path / "get")) == {i.sop_uid for i in corpus.instances_of_study(study)}
+    assert got.ok and set(stored_data_sets(tmp_path / "get")) == {
+        i.sop_uid for i in corpus.instances_of_study(study)
+    }
 
 
 #: the console script with pynetdicom claiming an unsupported version

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
 from harness.dcmtk import storescu
+from harness.stored import data_set_bytes, stored_data_sets
 from harness.synth import make_instance, write_dataset
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
@@ -37,19 +37,6 @@ def _tree(root: Path, n: int, study_uid: str | None = None) -> dict[str, Path]:
         ds = make_instance(seed=i, pixel_bytes=2048, study_uid=study_uid)
         files[str(ds.SOPInstanceUID)] = write_dataset(ds, root / f"{i}.dcm")
     return files
-
-
-def _body(path: Path) -> bytes:
-    raw = path.read_bytes()
-    return raw[144 + int.from_bytes(raw[140:144], "little") :]
-
-
-def _stored(data_dir: Path) -> dict[str, bytes]:
-    out = {}
-    for path in data_dir.rglob("*.dcm"):
-        if not any(part.startswith(".") for part in path.relative_to(data_dir).parts):
-            out[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = _body(path)
-    return out
 
 
 @pytest.fixture
@@ -78,7 +65,7 @@ def test_storescu_into_the_receiver_every_instance_stored_and_recorded(tmp_path:
         proc = storescu("127.0.0.1", receiver.port, "OURS", [tmp_path / "in"])
         assert proc.returncode == 0, proc.stderr[-2000:]
         arrivals = receiver.study(study)
-    assert _stored(tmp_path / "data") == {uid: _body(path) for uid, path in files.items()}
+    assert stored_data_sets(tmp_path / "data") == {uid: data_set_bytes(path) for uid, path in files.items()}
     assert arrivals.received == 40 and set(arrivals.sop_uids) == set(files)
 
 
@@ -112,8 +99,8 @@ def test_reader_safe_handler_runs_in_the_reading_thread_others_in_the_associatio
     finally:
         writer.close()
     assert threads == {"marked": {"dul"}, "unmarked": {"association"}}
-    expected = {uid: _body(path) for uid, path in files.items()}
-    assert _stored(tmp_path / "marked") == expected == received
+    expected = {uid: data_set_bytes(path) for uid, path in files.items()}
+    assert stored_data_sets(tmp_path / "marked") == expected == received
 
 
 def test_statuses_of_a_reader_safe_handler_reach_the_sender(acceptor: Any) -> None:
@@ -155,7 +142,7 @@ def test_statuses_of_a_reader_safe_handler_reach_the_sender(acceptor: Any) -> No
     }
 
 
-def test_pdu_observers_see_pynetdicoms_pdus_and_every_instance_is_stored(
+def test_pdu_observers_see_pynetdicoms_pdus_and_every_instance_isstored_data_sets(
     tmp_path: Path, acceptor: Any
 ) -> None:
     """With an EVT_PDU_RECV handler bound the acceptor reads through pynetdicom; the files are the same."""
@@ -175,4 +162,6 @@ def test_pdu_observers_see_pynetdicoms_pdus_and_every_instance_is_stored(
         writer.close()
     assert pdus.count("P_DATA_TF") >= 8  # a command and a data set for each instance
     assert pdus[0] == "A_ASSOCIATE_RQ" and "A_RELEASE_RQ" in pdus
-    assert _stored(tmp_path / "observed") == {uid: _body(path) for uid, path in files.items()}
+    assert stored_data_sets(tmp_path / "observed") == {
+        uid: data_set_bytes(path) for uid, path in files.items()
+    }
