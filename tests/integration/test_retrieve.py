@@ -240,12 +240,16 @@ def test_more_expected_than_the_pacs_sends_is_a_failure(loaded_orthanc, tmp_path
 def test_time_budget_cancels_the_request(orthanc, tmp_path) -> None:
     from harness.synth import make_corpus
 
+    # 60 MB: a C-GET of 40 x 512 KB (20 MB) sometimes ended within the 0.05 s budget once the receiving path
+    # got faster; this one takes several times the budget
+    INSTANCES = 120  # noqa: N806
+
     orthanc.clear()
     big = make_corpus(
         n_patients=1,
         studies_per_patient=1,
         series_per_study=1,
-        instances_per_series=40,
+        instances_per_series=INSTANCES,
         pixel_bytes=512 * 1024,
     )
     big.write(tmp_path / "corpus")
@@ -261,7 +265,7 @@ def test_time_budget_cancels_the_request(orthanc, tmp_path) -> None:
     (attempt,) = result.final.values()
     assert attempt.status == FAILED and attempt.dimse_status == 0xFE00
     assert "time budget of 0.05 s" in attempt.reason
-    assert 0 < attempt.completed < 40
+    assert 0 < attempt.completed < INSTANCES
 
 
 def test_interruption_stops_new_requests_and_keeps_the_rest_not_started(loaded_orthanc, tmp_path) -> None:

@@ -73,10 +73,16 @@ def parse_networks(values: Iterable[Any]) -> tuple[Any, ...]:
 
 
 class _Refused(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+    """A connection refused while screened; ``sock`` is the socket to close (the TLS one that replaced it).
+
+    The caller counts the refusal before it closes the socket: a peer that sees the close sees the count.
+    """
+
+    def __init__(self, reason: str, detail: str, sock: socket.socket | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.sock = sock
 
 
 class AdmittingServer:
@@ -164,7 +170,7 @@ class AdmittingServer:
                 self._screening.discard(request)
                 self.refused[refused.reason] += 1
             self.release_peer(peer)
-            _close(request)
+            _close(refused.sock if refused.sock is not None else request)
             level = logging.DEBUG if refused.reason == "closed" else logging.WARNING
             log.log(level, "dropped connection from %s: %s", peer, refused.detail)
             return
@@ -216,18 +222,18 @@ class AdmittingServer:
         try:
             readable, _, _ = select.select([sock], [], [], max(0.0, remaining))
         except (OSError, ValueError):
-            raise _Refused("closed", "connection closed while waiting") from None
+            raise _Refused("closed", "connection closed while waiting", sock) from None
         if not readable:
-            raise _Refused("idle", f"no association request within {limits.idle_timeout:g} s")
+            raise _Refused("idle", f"no association request within {limits.idle_timeout:g} s", sock)
         if context is None:
             try:
                 first = sock.recv(1, socket.MSG_PEEK)
             except OSError:
                 first = b""
             if not first:
-                raise _Refused("closed", "closed without an association request")
+                raise _Refused("closed", "closed without an association request", sock)
             if first[0] == _TLS_RECORD_HANDSHAKE:
-                raise _Refused("tls_on_plain", "a TLS client on this plain (non-TLS) port")
+                raise _Refused("tls_on_plain", "a TLS client on this plain (non-TLS) port", sock)
         sock.setblocking(True)
         return sock
 
@@ -248,19 +254,16 @@ def _handshake(context: ssl.SSLContext, sock: socket.socket, deadline: float, id
         except ssl.SSLWantWriteError:
             wait = ([], [tls])
         except (OSError, ValueError) as exc:
-            _close(tls)
-            raise _Refused("tls", explain_server_failure(exc)) from None
+            raise _Refused("tls", explain_server_failure(exc), tls) from None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            _close(tls)
-            raise _Refused("idle", f"no TLS handshake within {idle:g} s")
+            raise _Refused("idle", f"no TLS handshake within {idle:g} s", tls)
         try:
             ready = select.select(wait[0], wait[1], [], remaining)
         except (OSError, ValueError):
-            raise _Refused("closed", "connection closed during the TLS handshake") from None
+            raise _Refused("closed", "connection closed during the TLS handshake", tls) from None
         if not any(ready):
-            _close(tls)
-            raise _Refused("idle", f"no TLS handshake within {idle:g} s")
+            raise _Refused("idle", f"no TLS handshake within {idle:g} s", tls)
 
 
 def _request_waiting(sock: socket.socket) -> bool:
