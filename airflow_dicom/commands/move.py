@@ -23,6 +23,13 @@ def setup(parser: argparse.ArgumentParser) -> Command:
     dest.add_argument("--dest-aet", help="the move destination AE title (default with --receive-port: ours)")
     dest.add_argument("--receive-port", type=int, help="start our receiver on this port for the run")
     dest.add_argument("--receive-host", default="0.0.0.0", help="address our receiver listens on")
+    dest.add_argument(
+        "--receiver-process",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="run the receiver started with --receive-port in a process of its own (auto: from 100 items on "
+        "a host with two cores or more)",
+    )
     dest.add_argument("--data-dir", help="where our receiver stores (embedded or service)")
     dest.add_argument("--layout", default="patient", choices=["patient", "study", "flat"])
 
@@ -44,6 +51,7 @@ def setup(parser: argparse.ArgumentParser) -> Command:
             host=args.receive_host,
             layout=args.layout,
             tls=embedded_receiver_tls(node) if args.receive_port is not None else None,
+            receiver_process={"auto": None, "yes": True, "no": False}[args.receiver_process],
         )
         return run_retrieval(args, node, service=MOVE, destination=destination)
 

@@ -175,6 +175,25 @@ class AssociationAbortedError(RetryableDicomError):
         )
 
 
+class ReceiverStartError(RetryableDicomError):
+    """Our embedded receiver could not start listening (the port is taken, the address is not ours...).
+
+    :param what: the receiver, e.g. ``OURS (embedded receiver on port 11113)``.
+    :param reason: why, from the operating system.
+    :param advice: what the user can do.
+    """
+
+    def __init__(self, what: str, reason: str, advice: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"the receiver {what} cannot start: {reason}; {advice}")
+
+
+class ReceiverGoneError(RetryableDicomError):
+    """Our embedded receiver stopped serving in the middle of a retrieval (its process ended): nothing more
+    can arrive, so no further request is sent; the run can be repeated (what arrived is kept)."""
+
+
 class NoAcceptedContextError(PermanentDicomError):
     """The node accepted the association but none of the presentation contexts we need.
 

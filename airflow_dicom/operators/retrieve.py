@@ -363,6 +363,9 @@ class DicomMoveOperator(_DicomRetrieveOperator):
     :param move_destination: the destination AE title (templated); default: our calling AE title.
     :param receive_port: start the embedded receiver on this port (templated; rendered empty: none).
     :param receive_host: address the embedded receiver listens on (templated).
+    :param receiver_process: run the embedded receiver in a process of its own (True), in the task's process
+        (False), or decide by size (None, the default: its own process from 100 items on a host with two
+        cores or more, where it uses the second core).
     :param data_dir: where our receiver (embedded or service) stores instances (templated).
     :param layout: storage layout of the embedded receiver (``patient``, ``study``, ``flat``).
     :param report_path: the retrieval report dataset (templated); default ``<data_dir>/.reports/retrieval``.
@@ -393,12 +396,14 @@ class DicomMoveOperator(_DicomRetrieveOperator):
         move_destination: str | None = None,
         receive_port: int | str | None = None,
         receive_host: str = "0.0.0.0",
+        receiver_process: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.move_destination = move_destination
         self.receive_port = receive_port
         self.receive_host = receive_host
+        self.receiver_process = receiver_process
         if receive_port is not None and not kwargs.get("data_dir"):
             raise InvalidRequestError("receive_port needs data_dir: the embedded receiver stores there")
 
@@ -417,6 +422,7 @@ class DicomMoveOperator(_DicomRetrieveOperator):
             host=self.receive_host,
             layout=self.layout,
             tls=embedded_receiver_tls(hook.node) if port is not None else None,
+            receiver_process=self.receiver_process,
         )
 
     def _destination_text(self, hook: DicomHook) -> str:

@@ -76,6 +76,24 @@ def test_move_task_fails_naming_the_missing_uid_and_the_rerun_moves_only_it(
     assert set(rows.loc[rows.run_id == second.run_id, "status"]) == {"complete", "skipped"}
 
 
+def test_move_task_with_its_receiver_in_a_process_of_its_own(loaded_conn, tmp_path) -> None:
+    server, corpus = loaded_conn
+    studies = sorted(corpus.study_uids)[20:26]
+    port = free_port()
+    server.register_modality("retrieve-dag-process", "RTDAGP", "127.0.0.1", port)
+    conf = {"uids": studies, "data_dir": str(tmp_path / "data"), "receive_port": port}
+    run = run_dag(
+        "test_retrieve_move_own_process",
+        run_conf=conf,
+        logical_date=datetime(2026, 1, 3, tzinfo=timezone.utc),
+    )
+    assert run.state == "success"
+    summary = xcom(run, "move")
+    assert (summary["requested"], summary["complete"], summary["failed"]) == (6, 6, 0)
+    assert summary["instances"] == len(_sops(corpus, studies))
+    assert sop_uids_on_disk(tmp_path / "data") == _sops(corpus, studies)
+
+
 def test_get_task_defers_until_the_window_opens(loaded_conn, tmp_path) -> None:
     server, corpus = loaded_conn
     studies = sorted(corpus.study_uids)[:3]

@@ -92,12 +92,20 @@ def test_find_a_year_over_tls_full_recall_same_as_plain(tls_pacs, loaded_orthanc
     assert rows(over_tls) == rows(plain)
 
 
-def test_move_over_tls_to_our_tls_receiver(tls_pacs, pki, corpus, tmp_path) -> None:
+@pytest.mark.parametrize("own_process", [False, True], ids=["receiver-in-process", "receiver-process"])
+def test_move_over_tls_to_our_tls_receiver(tls_pacs, pki, corpus, tmp_path, own_process) -> None:
     studies = sorted(corpus.study_uids)[:6]
     port = free_port()
     tls_pacs.register_modality("tls-dest", "TLSDEST", "127.0.0.1", port, UseDicomTls=True)
     receiver_tls = ServerTls(pki.client.cert, pki.client.key, ca_file=pki.ca, require_client_cert=True)
-    destination = MoveDestination("TLSDEST", tmp_path / "data", port=port, host="127.0.0.1", tls=receiver_tls)
+    destination = MoveDestination(
+        "TLSDEST",
+        tmp_path / "data",
+        port=port,
+        host="127.0.0.1",
+        tls=receiver_tls,
+        receiver_process=own_process,
+    )
     result = retrieve(_tls_node(tls_pacs, pki), make_items(studies), service=MOVE, destination=destination)
     assert result.ok, result.summary()
     assert sop_uids_on_disk(tmp_path / "data") == {

@@ -27,6 +27,9 @@ class MoveDestination:
     :param host: address the embedded receiver listens on.
     :param layout: storage layout of the embedded receiver.
     :param tls: TLS settings of the embedded receiver (the PACS then delivers over TLS), or None.
+    :param receiver_process: run the embedded receiver in a process of its own (True), in the retrieving
+        process (False), or decide by the retrieval's size (None: see
+        :func:`~airflow_dicom.dimse.receiver.process.use_receiver_process`).
     """
 
     ae_title: str
@@ -35,6 +38,7 @@ class MoveDestination:
     host: str = "0.0.0.0"
     layout: str = "patient"
     tls: ServerTls | None = None
+    receiver_process: bool | None = None
 
     def __post_init__(self) -> None:
         self.ae_title = validate_ae_title(self.ae_title, "move destination AE title")

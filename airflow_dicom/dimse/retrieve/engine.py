@@ -9,11 +9,12 @@ tries each item with :func:`.retry.retry_item`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,9 +23,10 @@ from typing import Any
 from pynetdicom import evt
 
 from airflow_dicom.dimse.association import open_association
-from airflow_dicom.dimse.errors import DicomError, InvalidRequestError
+from airflow_dicom.dimse.errors import DicomError, InvalidRequestError, ReceiverGoneError, ReceiverStartError
 from airflow_dicom.dimse.node import DicomNode
 from airflow_dicom.dimse.receiver import Receiver, StoreWriter
+from airflow_dicom.dimse.receiver.process import ReceiverProcess, use_receiver_process
 from airflow_dicom.dimse.retrieve.contexts import MOVE_MODELS, get_contexts
 from airflow_dicom.dimse.retrieve.destinations import ArrivalCheck, MoveDestination
 from airflow_dicom.dimse.retrieve.items import GET, MOVE, RetrieveItem
@@ -178,9 +180,15 @@ class Retriever:
         lock = threading.Lock()
         stop = threading.Event()
         fatal: list[DicomError] = []
+        receiver: list[Any] = []  # the embedded receiver, once started
 
         def keep_going() -> bool:
             if stop.is_set():
+                return False
+            failure = receiver[0].failure if receiver and isinstance(receiver[0], ReceiverProcess) else None
+            if failure:
+                stop.set()
+                fatal.append(ReceiverGoneError(failure))
                 return False
             if should_continue is not None and not should_continue():
                 stop.set()
@@ -215,7 +223,8 @@ class Retriever:
             )
             for n in range(workers)
         ]
-        with self._embedded_receiver():
+        with self._embedded_receiver(len(items)) as started:
+            receiver.extend(started)
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -232,25 +241,40 @@ class Retriever:
         return result
 
     # -- internals
-    def _embedded_receiver(self) -> ExitStack:
-        """Our receiver for the run when the C-MOVE destination is embedded (nothing otherwise)."""
-        stack = ExitStack()
+    @contextmanager
+    def _embedded_receiver(self, items: int) -> Iterator[list[Any]]:
+        """Our receiver for the run when the C-MOVE destination is embedded: yields ``[receiver]`` (a
+        :class:`Receiver`, or a :class:`ReceiverProcess` for a long retrieval), ``[]`` otherwise.
+
+        :param items: the items to retrieve (a long retrieval's receiver gets a process of its own).
+        """
         dest = self.destination
-        if self.service == MOVE and dest is not None and dest.kind == "embedded":
-            receiver = Receiver(
-                dest.data_dir,  # type: ignore[arg-type]
-                ae_title=dest.ae_title,
-                host=dest.host,
-                port=int(dest.port or 0),
-                layout=dest.layout,
-                max_associations=embedded_receiver_limit(self.options.parallel),
-                acse_timeout=self.node.acse_timeout,
-                dimse_timeout=self.node.dimse_timeout,
-                network_timeout=self.node.network_timeout,
-                tls=dest.tls,
-            )
-            stack.enter_context(receiver)
-        return stack
+        if self.service != MOVE or dest is None or dest.kind != "embedded":
+            yield []
+            return
+        settings: dict[str, Any] = {
+            "data_dir": dest.data_dir,
+            "ae_title": dest.ae_title,
+            "host": dest.host,
+            "port": int(dest.port or 0),
+            "layout": dest.layout,
+            "max_associations": embedded_receiver_limit(self.options.parallel),
+            "acse_timeout": self.node.acse_timeout,
+            "dimse_timeout": self.node.dimse_timeout,
+            "network_timeout": self.node.network_timeout,
+        }
+        own_process = use_receiver_process(dest.receiver_process, items)
+        factory: Any = ReceiverProcess if own_process else Receiver
+        receiver = factory(tls=dest.tls, **settings)
+        log.debug("embedded receiver %s", "in its own process" if own_process else "in this process")
+        try:
+            receiver.start()
+        except OSError as exc:
+            raise ReceiverStartError(dest.describe(), str(exc.strerror or exc), _start_advice(exc)) from exc
+        try:
+            yield [receiver]
+        finally:
+            receiver.stop(10.0)
 
     def _open(self, stack: ExitStack, level: str) -> Any:
         if self.service == GET:
@@ -308,6 +332,20 @@ class Retriever:
         if attempt.status != COMPLETE and (attempt.transient or not connection.usable()):
             connection.drop()
         return attempt
+
+
+def _start_advice(exc: OSError) -> str:
+    """What to do when the embedded receiver cannot listen."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            "another receiver or run is using the port: stop it, or choose another receive port (and "
+            "register it with the PACS)"
+        )
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+        return (
+            "listen on an address of this host (receive host) and a port above 1023, or run as a user allowed"
+        )
+    return "check the receive host and port"
 
 
 def retrieve(

@@ -15,17 +15,23 @@ from airflow_dicom.operators.retrieve import DicomGetOperator, DicomMoveOperator
 
 COMMON = {"schedule": None, "start_date": datetime(2024, 1, 1), "catchup": False, "tags": ["test"]}
 
-with DAG("test_retrieve_move", params={"uids": [], "data_dir": "", "receive_port": 0}, **COMMON):
-    DicomMoveOperator(
-        task_id="move",
-        dicom_conn_id="retrieve_pacs",
-        uids="{{ params.uids }}",
-        move_destination="RTDAG",
-        receive_port="{{ params.receive_port }}",
-        receive_host="127.0.0.1",
-        data_dir="{{ params.data_dir }}",
-        backoff=0.2,
-    )
+# the second: the receiver in a process of its own, as a long retrieval runs it (receiver_process=True)
+for dag_id, destination, own_process in (
+    ("test_retrieve_move", "RTDAG", None),
+    ("test_retrieve_move_own_process", "RTDAGP", True),
+):
+    with DAG(dag_id, params={"uids": [], "data_dir": "", "receive_port": 0}, **COMMON):
+        DicomMoveOperator(
+            task_id="move",
+            dicom_conn_id="retrieve_pacs",
+            uids="{{ params.uids }}",
+            move_destination=destination,
+            receive_port="{{ params.receive_port }}",
+            receive_host="127.0.0.1",
+            data_dir="{{ params.data_dir }}",
+            backoff=0.2,
+            receiver_process=own_process,
+        )
 
 with DAG(
     "test_retrieve_window",
