@@ -111,6 +111,7 @@ class ReceiverProcess:
         config["tls"] = asdict(self.tls) if self.tls is not None else None
         config["grace"] = self.grace
         config["levels"] = {name: logging.getLogger(name).getEffectiveLevel() for name in _LOGGERS}
+        line = json.dumps(config, default=lambda value: getattr(value, "value", str(value))).encode()
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "airflow_dicom.dimse.receiver.process"],
             stdin=subprocess.PIPE,
@@ -124,7 +125,7 @@ class ReceiverProcess:
         )
         self._logs.start()
         try:
-            self._proc.stdin.write(json.dumps(config).encode() + b"\n")
+            self._proc.stdin.write(line + b"\n")
             self._proc.stdin.flush()
             answer = _read_line(self._proc.stdout, START_TIMEOUT)
         except (OSError, ValueError) as exc:
