@@ -331,7 +331,8 @@ def scale_rows(workdir: Path) -> list[dict[str, Any]]:
     load = f"load average {os.getloadavg()[0]:.1f} at the end"
     return [
         row(
-            f"C-MOVE {what}: `airflow-dicom move` (embedded receiver) vs storescp + movescu, one association",
+            f"C-MOVE {what}: `airflow-dicom move` (embedded receiver, in its own process: auto from 100 "
+            "studies) vs storescp + movescu, one association",
             move[0],
             baseline,
             f"whole commands, best of {SCALE_RUNS}; ours {move[1]:.0f} MB RSS; "
