@@ -211,6 +211,12 @@ def _relay_logs(stream: IO[bytes], owner: ReceiverProcess) -> None:
             if text.strip():
                 log.warning("receiver process: %s", text)
     stream.close()
+    proc = owner._proc
+    if proc is not None and not owner._stopping:
+        try:  # its output closes as it exits: give the exit a moment to be seen
+            proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            return  # it closed its standard error but lives on: nothing to report
     failure = owner.failure
     if failure:
         log.error("%s", failure)
