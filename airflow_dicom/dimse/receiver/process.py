@@ -157,8 +157,8 @@ class ReceiverProcess:
         try:
             if proc.stdin is not None:
                 proc.stdin.close()
-        except OSError:
-            pass
+        except OSError:  # the child is gone already (broken pipe): its exit status is collected below
+            self.exit_code = proc.poll()
         try:
             self.exit_code = proc.wait(self.grace + 15.0)
         except subprocess.TimeoutExpired:

@@ -342,9 +342,7 @@ def _start_advice(exc: OSError) -> str:
             "register it with the PACS)"
         )
     if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
-        return (
-            "listen on an address of this host (receive host) and a port above 1023, or run as a user allowed"
-        )
+        return "give an address of this host as the receive host, and a port this user may bind (above 1023)"
     return "check the receive host and port"
 
 
