@@ -1,7 +1,9 @@
 """The PACS's own address: a TCP forwarder to Orthanc that can refuse associations for a while.
 
 While refusing, every new connection is answered with an A-ASSOCIATE-RJ "rejected-transient, local limit
-exceeded" (PS3.8 9.3.4), as a PACS out of resources does; associations already open go on.
+exceeded" (PS3.8 9.3.4), as a PACS out of resources does; associations already open go on. The same forwarder
+with a ``delay`` is a slow link (a WAN between a PACS and a receiver): every chunk of bytes, either way, is
+held that long before it is passed on.
 
 Run as its own process (``python -m distributed.gate HOST PORT TARGET_HOST TARGET_PORT``): SIGUSR1 starts
 refusing, SIGUSR2 stops refusing, SIGTERM ends it.
@@ -13,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 from harness.ports import free_port
 
@@ -24,12 +27,16 @@ class PacsGate:
     """Listen on ``host`` (a free port), forward each connection to ``target``.
 
     :param host: the address the PACS is known by.
-    :param target: Orthanc's ``(host, port)``.
+    :param target: the peer's ``(host, port)`` (Orthanc, or a receiver).
     :param port: the port to listen on (default: a free one).
+    :param delay: seconds each chunk of bytes is held before it is passed on (0: none).
     """
 
-    def __init__(self, host: str, target: tuple[str, int], port: int | None = None) -> None:
+    def __init__(
+        self, host: str, target: tuple[str, int], port: int | None = None, delay: float = 0.0
+    ) -> None:
         self.host = host
+        self.delay = delay
         self.port = port or free_port(host)
         self.target = target
         self.refusing = threading.Event()
@@ -71,16 +78,18 @@ class PacsGate:
             for sock in (client, upstream):  # as every DICOM peer here: no 40 ms delayed-ACK stalls
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(src, dst), daemon=True).start()
+                threading.Thread(target=_pump, args=(src, dst, self.delay), daemon=True).start()
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    """Copy ``src`` to ``dst`` until either side closes."""
+def _pump(src: socket.socket, dst: socket.socket, delay: float = 0.0) -> None:
+    """Copy ``src`` to ``dst`` until either side closes, holding each chunk ``delay`` seconds."""
     try:
         while True:
             data = src.recv(65536)
             if not data:
                 break
+            if delay:
+                time.sleep(delay)
             dst.sendall(data)
     except OSError:
         pass

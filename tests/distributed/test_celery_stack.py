@@ -1,9 +1,11 @@
 """The distributed layout end to end: CeleryExecutor on PostgreSQL and Redis, two workers, a lost worker.
 
 50 studies in Orthanc are retrieved by ``dicom_retrieve`` (C-MOVE to the receiver service on its own address,
-batches of 5 spread over both workers). One worker is SIGKILLed with its task processes while it retrieves a
-batch (a lost machine) and comes back later; the run must still end with every instance received exactly once,
-a complete report, tasks on both worker hosts, small XComs and no task left queued or running.
+batches of 5 spread over both workers) across a slow link (50 ms each way: a batch takes seconds, as on a
+hospital's network, not the ~0.4 s of loopback, so a worker can be lost while it retrieves). One worker is
+SIGKILLed with its task processes while it retrieves a batch (a lost machine) and comes back later; the run
+must still end with every instance received exactly once, a complete report, tasks on both worker hosts,
+small XComs and no task left queued or running.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 from harness.synth import make_corpus
 
+from distributed.gate import PacsGate
 from distributed.scenario import (
     FIND,
     RECEIVER_AET,
@@ -39,6 +42,8 @@ from distributed.stack import WORKERS, DistributedStack
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+#: seconds each chunk of bytes between the PACS and the receiver service is held, either way
+LINK_DELAY = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +83,15 @@ def stack(loaded) -> Iterator[tuple[DistributedStack, ReceiverService, Path]]:  
     received = data / "received"
     received.mkdir(parents=True)
     receiver = ReceiverService(received, home / "receiver.log").start()
+    link = PacsGate(RECEIVER_HOST, (RECEIVER_HOST, receiver.port), delay=LINK_DELAY).start()
     try:
-        pacs.register_modality("receiver-service", RECEIVER_AET, RECEIVER_HOST, receiver.port)
+        pacs.register_modality("receiver-service", RECEIVER_AET, RECEIVER_HOST, link.port)
         with DistributedStack(home, DAGS, stack_env(pacs.host, pacs.dicom_port, pacs.aet, data)) as running:
             running.wait_for_dags({RETRIEVE, FIND})
             running.unpause(RETRIEVE)
             yield running, receiver, received
     finally:
+        link.stop()
         receiver.stop()
         shutil.rmtree(home, ignore_errors=True)
 
