@@ -142,8 +142,10 @@ class AirflowStandalone:
             except urllib.error.HTTPError as exc:
                 text = exc.read().decode(errors="replace")
                 # standalone keeps its metadata in SQLite: a write that meets the scheduler's lock for longer
-                # than SQLite's busy timeout is rolled back whole and answered 500; it is safe to send again.
-                if exc.code >= 500 and "database is locked" in text and attempt < SQLITE_LOCKED_ATTEMPTS:
+                # than SQLite's busy timeout is rolled back whole and answered 500 ("database is locked"; a
+                # backfill's creation answers 503 "Database is locked. ..."); it is safe to send again.
+                locked = exc.code >= 500 and "database is locked" in text.lower()
+                if locked and attempt < SQLITE_LOCKED_ATTEMPTS:
                     time.sleep(attempt)
                     continue
                 raise RuntimeError(f"{method} {path} -> {exc.code}: {text}") from exc
