@@ -14,7 +14,9 @@ hand-offs, each a scheduler round trip on a busy machine. Here, in state Sta6 (a
   served right there, in the DUL thread, by pynetdicom's own ``_serve_request`` (events, statuses,
   ``attempt``); its response is written to the socket by the same thread (:meth:`InboundDUL.write_now`)
   when nothing else is queued to send. Anything else (other handlers, other messages, a request while
-  the association thread serves one) goes the association thread's way, as before.
+  the association thread serves one, a request read before the association thread has marked the
+  association established — a sender that writes at once after the A-ASSOCIATE-AC can win that race on a
+  busy machine) goes the association thread's way, as before.
 
 Off (pynetdicom's path) while a handler is bound to ``EVT_DATA_RECV`` or ``EVT_PDU_RECV`` (reads) or
 ``EVT_PDU_SENT`` (direct writes): those handlers expect pynetdicom's own PDU objects.
