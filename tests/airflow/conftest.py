@@ -27,6 +27,10 @@ os.environ.update(
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "AIRFLOW__TRIGGERER__DEFAULT_CAPACITY": "100",
+        # each test gives the example DAGs its own data directory, so a DAG's assets change between tests
+        # seconds apart; by default Airflow keeps a DAG's serialization for 30 s after writing it, and a
+        # dag.test() within that window ran the previous test's outlets (an inactive asset: the task failed)
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
     }
 )
 
