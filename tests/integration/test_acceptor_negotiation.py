@@ -124,7 +124,10 @@ def test_a_known_request_is_still_refused_beyond_the_association_limit(receiver:
     assert second.is_established
     third = _associate(receiver.port, called="RX")
     try:
-        assert third.is_rejected
+        # on the wire: A-ASSOCIATE-RJ, rejected-transient, service provider (presentation), local limit
+        # exceeded. Asserted from the bytes: pynetdicom's requestor, though it read them, now and then reports
+        # the association aborted instead of rejected (1 in ~450 with a CPU hog beside it; see stop 23's note)
+        assert third.received_pdus == [bytes([0x03, 0, 0, 0, 0, 4, 0, 0x02, 0x03, 0x02])]
         assert not third.is_established
     finally:
         first.release()
@@ -144,7 +147,9 @@ def test_calling_ae_titles_are_checked_for_known_requests(tmp_path: Path) -> Non
             assert good.is_established
             good.release()
         bad = _associate(rx.port, called="RX", calling="BAD")
-        assert bad.is_rejected
+        # A-ASSOCIATE-RJ, rejected-permanent, service user, calling AE not recognized (bytes, as above)
+        assert bad.received_pdus == [bytes([0x03, 0, 0, 0, 0, 4, 0, 0x01, 0x01, 0x03])]
+        assert not bad.is_established
         assert len(rx._server.negotiation_cache) == 1
 
 
